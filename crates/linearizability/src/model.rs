@@ -1,0 +1,83 @@
+//! The sequential specification a history is checked against, and the
+//! recorded operations that make up a history.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// One completed (or abandoned) client operation of a concurrent history.
+///
+/// `call` and `return_time` may be in any monotone unit shared by the whole
+/// history (wall-clock or simulated nanoseconds, a logical counter, ...).
+/// Only their relative order matters; see the crate docs for how equal
+/// timestamps are ordered.
+///
+/// An operation whose outcome the client never learnt (the request timed out
+/// or the connection dropped) must be recorded with `return_time: u64::MAX`:
+/// it then stays concurrent with everything invoked after it and may be
+/// linearized anywhere after its call. For a write that is exact, because a
+/// write that never took effect is indistinguishable from one that took
+/// effect after every other operation. A read with an unknown outcome carries
+/// no information and should be left out of the history altogether.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation<I, O> {
+    /// The client that issued the operation. Used for the report only; the
+    /// checker orders operations by their time stamps alone.
+    pub client_id: u64,
+    /// What was asked.
+    pub input: I,
+    /// Invocation time.
+    pub call: u64,
+    /// What was answered.
+    pub output: O,
+    /// Response time, or `u64::MAX` if no response was received.
+    pub return_time: u64,
+}
+
+/// A sequential specification: the behaviour a linearizable object must be
+/// indistinguishable from.
+///
+/// `step` must be a pure, deterministic function of its arguments: the checker
+/// memoises on states and replays linearizations to build reports.
+pub trait Model {
+    /// The abstract state of the object (of one partition of it).
+    type State: Clone + Eq + Hash + Debug;
+    /// The arguments of an operation.
+    type Input: Clone + Debug;
+    /// The result of an operation.
+    type Output: Clone + Debug;
+
+    /// The state before any operation.
+    fn init(&self) -> Self::State;
+
+    /// Returns `Some(next_state)` iff `output` is a legal answer to `input`
+    /// in `state`.
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: &Self::Output,
+    ) -> Option<Self::State>;
+
+    /// Splits a history into independent sub-histories that are checked
+    /// separately (P-compositionality: the whole history is linearizable iff
+    /// every part is). Each inner vector lists indices into `ops`; every
+    /// operation should appear in exactly one part. The default keeps the
+    /// history whole.
+    fn partition(&self, ops: &[Operation<Self::Input, Self::Output>]) -> Vec<Vec<usize>> {
+        vec![(0..ops.len()).collect()]
+    }
+
+    /// A short label for an operation in reports, e.g. `put(k, "v")`.
+    fn describe(&self, input: &Self::Input, output: &Self::Output) -> String;
+
+    /// A label for a state in reports.
+    fn describe_state(&self, state: &Self::State) -> String;
+
+    /// A heading for one part returned by [`Model::partition`], given that
+    /// part's operations (never empty), e.g. the key they share. The default
+    /// is empty, in which case reports number the parts instead.
+    fn describe_partition(&self, ops: &[&Operation<Self::Input, Self::Output>]) -> String {
+        let _ = ops;
+        String::new()
+    }
+}

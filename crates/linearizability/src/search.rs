@@ -1,0 +1,299 @@
+//! The search for a linearization of one partition: Wing & Gong's
+//! depth-first search over a doubly linked list of call/return events, with
+//! Lowe's memoisation of explored configurations.
+
+use std::time::Instant;
+
+use crate::checker::CheckResult;
+use crate::memo::{fingerprint, zobrist, Bitset, Memo};
+use crate::model::{Model, Operation};
+
+/// How often (in search steps) the deadline is consulted: reading the clock
+/// on every step would dominate the cost of cheap models.
+const DEADLINE_CHECK_INTERVAL: u64 = 1024;
+
+/// One call or return, identified by the operation's index in its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) op: usize,
+    pub(crate) is_call: bool,
+}
+
+/// Orders the calls and returns of `intervals` (`(call, return)` pairs).
+///
+/// At equal time stamps calls come before returns, so operations whose
+/// intervals merely touch are treated as concurrent. That is the conservative
+/// choice: it can only allow more linearizations, never reject a history
+/// because of time stamp granularity. Remaining ties are broken by operation
+/// index so that the order, and hence every result, is deterministic.
+pub(crate) fn event_order(intervals: impl Iterator<Item = (u64, u64)>) -> Vec<Event> {
+    let mut keyed: Vec<(u64, bool, usize)> = Vec::new();
+    for (op, (call, ret)) in intervals.enumerate() {
+        keyed.push((call, false, op));
+        keyed.push((ret, true, op));
+    }
+    // `false < true`, so calls sort first at equal times.
+    keyed.sort_unstable();
+    keyed
+        .into_iter()
+        .map(|(_, is_return, op)| Event {
+            op,
+            is_call: !is_return,
+        })
+        .collect()
+}
+
+/// The time budget shared by all partitions of one check.
+#[derive(Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Budget {
+    fn exhausted(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// What the search of one partition found.
+pub(crate) struct SearchOutcome {
+    pub(crate) result: CheckResult,
+    /// The longest sequence of operations (indices into the partition) that
+    /// was found to be a valid linearization of a prefix of the history. For
+    /// a linearizable partition it covers every operation.
+    pub(crate) longest_prefix: Vec<usize>,
+}
+
+const NIL: u32 = u32::MAX;
+const HEAD: u32 = 0;
+
+/// The event list. Node 0 is a sentinel head; node `k + 1` is event `k` of
+/// the sorted order. Linearizing an operation "lifts" its call and return out
+/// of the list; backtracking puts them back (dancing links), so both are O(1).
+struct EventList {
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// Operation of each node (unused for the head).
+    op: Vec<u32>,
+    is_call: Vec<bool>,
+    /// For each operation, the node of its return.
+    return_node: Vec<u32>,
+}
+
+impl EventList {
+    fn new(events: &[Event], ops: usize) -> Self {
+        let nodes = events.len() + 1;
+        let mut list = Self {
+            next: (1..=nodes as u32).collect(),
+            prev: (0..nodes as u32).map(|n| n.wrapping_sub(1)).collect(),
+            op: vec![0; nodes],
+            is_call: vec![false; nodes],
+            return_node: vec![0; ops],
+        };
+        list.next[nodes - 1] = NIL;
+        list.prev[0] = NIL;
+        for (k, ev) in events.iter().enumerate() {
+            let node = k + 1;
+            list.op[node] = ev.op as u32;
+            list.is_call[node] = ev.is_call;
+            if !ev.is_call {
+                list.return_node[ev.op] = node as u32;
+            }
+        }
+        list
+    }
+
+    fn unlink(&mut self, node: u32) {
+        let (p, n) = (self.prev[node as usize], self.next[node as usize]);
+        self.next[p as usize] = n;
+        if n != NIL {
+            self.prev[n as usize] = p;
+        }
+    }
+
+    fn relink(&mut self, node: u32) {
+        let (p, n) = (self.prev[node as usize], self.next[node as usize]);
+        self.next[p as usize] = node;
+        if n != NIL {
+            self.prev[n as usize] = node;
+        }
+    }
+
+    /// Removes a call and its matching return.
+    fn lift(&mut self, call: u32) {
+        let ret = self.return_node[self.op[call as usize] as usize];
+        self.unlink(call);
+        self.unlink(ret);
+    }
+
+    /// Exactly undoes `lift`; lifts must be undone in reverse order.
+    fn unlift(&mut self, call: u32) {
+        let ret = self.return_node[self.op[call as usize] as usize];
+        self.relink(ret);
+        self.relink(call);
+    }
+}
+
+/// A linearized operation on the search stack, with what is needed to undo it.
+struct Frame<S> {
+    call_node: u32,
+    state_before: S,
+    fingerprint_before: u128,
+}
+
+/// Searches for a linearization of `ops`.
+///
+/// From the current configuration, the candidates for the next linearized
+/// operation are the pending calls that precede the first pending return in
+/// the event list (an operation whose return has been reached must be
+/// linearized before anything invoked later). Each candidate that the model
+/// accepts, and whose resulting configuration is new, is pushed; reaching a
+/// return with no candidate left means backtracking. The history is
+/// linearizable iff the list empties, and not iff backtracking runs out.
+pub(crate) fn search<M: Model>(
+    model: &M,
+    ops: &[&Operation<M::Input, M::Output>],
+    budget: Budget,
+) -> SearchOutcome {
+    let events = event_order(ops.iter().map(|o| (o.call, o.return_time)));
+    let mut list = EventList::new(&events, ops.len());
+
+    let mut linearized = Bitset::new(ops.len());
+    let mut set_hash = 0u64;
+    let mut state = model.init();
+    let mut state_fp = fingerprint(&state);
+    let mut memo = Memo::new(ops.len());
+    let mut stack: Vec<Frame<M::State>> = Vec::new();
+
+    // `longest` always equals the stack as it was when it last grew past the
+    // previous record; `agree` is how much of the current stack still matches
+    // it, so a new record only copies what changed.
+    let mut longest: Vec<usize> = Vec::new();
+    let mut agree = 0usize;
+
+    let mut steps = 0u64;
+    let mut cursor = list.next[HEAD as usize];
+    while list.next[HEAD as usize] != NIL {
+        if steps % DEADLINE_CHECK_INTERVAL == 0 && budget.exhausted() {
+            return SearchOutcome {
+                result: CheckResult::Unknown,
+                longest_prefix: longest,
+            };
+        }
+        steps += 1;
+
+        // The list always ends with a return, and every return either
+        // backtracks or ends the search, so the cursor never runs off the end.
+        let node = cursor;
+        let op = list.op[node as usize] as usize;
+        if list.is_call[node as usize] {
+            let candidate = ops[op];
+            if let Some(next_state) = model.step(&state, &candidate.input, &candidate.output) {
+                let next_fp = fingerprint(&next_state);
+                linearized.set(op);
+                let next_hash = set_hash ^ zobrist(op);
+                if memo.insert(next_hash, &linearized, next_fp) {
+                    stack.push(Frame {
+                        call_node: node,
+                        state_before: std::mem::replace(&mut state, next_state),
+                        fingerprint_before: std::mem::replace(&mut state_fp, next_fp),
+                    });
+                    set_hash = next_hash;
+                    list.lift(node);
+                    if stack.len() > longest.len() {
+                        longest.truncate(agree);
+                        longest.extend(
+                            stack[agree..]
+                                .iter()
+                                .map(|f| list.op[f.call_node as usize] as usize),
+                        );
+                        agree = stack.len();
+                    }
+                    cursor = list.next[HEAD as usize];
+                    continue;
+                }
+                linearized.clear(op);
+            }
+            cursor = list.next[node as usize];
+        } else {
+            let Some(frame) = stack.pop() else {
+                return SearchOutcome {
+                    result: CheckResult::Illegal,
+                    longest_prefix: longest,
+                };
+            };
+            agree = agree.min(stack.len());
+            state = frame.state_before;
+            state_fp = frame.fingerprint_before;
+            let undone = list.op[frame.call_node as usize] as usize;
+            linearized.clear(undone);
+            set_hash ^= zobrist(undone);
+            list.unlift(frame.call_node);
+            cursor = list.next[frame.call_node as usize];
+        }
+    }
+    SearchOutcome {
+        result: CheckResult::Ok,
+        longest_prefix: longest,
+    }
+}
+
+/// The operations that could be linearized right after `prefix`: those not
+/// in it whose call precedes the first return of an operation not in it.
+pub(crate) fn next_candidates(events: &[Event], prefix: &[usize], ops: usize) -> Vec<usize> {
+    let mut done = vec![false; ops];
+    for &op in prefix {
+        done[op] = true;
+    }
+    events
+        .iter()
+        .filter(|e| !done[e.op])
+        .take_while(|e| e.is_call)
+        .map(|e| e.op)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_sort_before_returns_at_equal_times() {
+        // Op 0 is [0, 5], op 1 is [5, 9]: they touch at 5.
+        let events = event_order([(0, 5), (5, 9)].into_iter());
+        let ev = |op, is_call| Event { op, is_call };
+        assert_eq!(
+            events,
+            vec![ev(0, true), ev(1, true), ev(0, false), ev(1, false)]
+        );
+    }
+
+    #[test]
+    fn zero_length_operations_are_ordered_call_first() {
+        let events = event_order([(3, 3)].into_iter());
+        assert!(events[0].is_call && !events[1].is_call);
+    }
+
+    #[test]
+    fn lift_and_unlift_restore_the_list() {
+        let events = event_order([(0, 4), (1, 2), (3, 5)].into_iter());
+        let mut list = EventList::new(&events, 3);
+        let snapshot = (list.next.clone(), list.prev.clone());
+        let first_call = list.next[HEAD as usize];
+        list.lift(first_call);
+        let second = list.next[HEAD as usize];
+        list.lift(second);
+        list.unlift(second);
+        list.unlift(first_call);
+        assert_eq!((list.next.clone(), list.prev.clone()), snapshot);
+    }
+
+    #[test]
+    fn candidates_stop_at_the_first_pending_return() {
+        // 0: [0, 2], 1: [1, 6], 2: [3, 4], 3: [5, 7]
+        let events = event_order([(0, 2), (1, 6), (3, 4), (5, 7)].into_iter());
+        assert_eq!(next_candidates(&events, &[], 4), vec![0, 1]);
+        assert_eq!(next_candidates(&events, &[0], 4), vec![1, 2]);
+        assert_eq!(next_candidates(&events, &[0, 2], 4), vec![1, 3]);
+    }
+}

@@ -1,0 +1,55 @@
+//! The messages peers exchange. Every exchange is one-way: a response is just another message,
+//! so the core never waits for a reply and a lost message is simply never answered.
+
+use crate::types::{Entry, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's current term; every message carries it (§5.1).
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// §5.2: a candidate asks for a vote, showing how up to date its log is (§5.4.1).
+    RequestVote {
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    RequestVoteResponse {
+        vote_granted: bool,
+    },
+    /// §5.3: replicate entries after `prev_log_index`; with no entries it is a heartbeat.
+    AppendEntries {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    },
+    AppendEntriesResponse {
+        success: bool,
+        /// On success, the last index known to match the leader's log (prev + entries);
+        /// on failure, the `prev_log_index` that was rejected, so stale rejections can be told apart.
+        index: LogIndex,
+        /// Fast backtracking hints (on failure): the term of the follower's entry at the rejected
+        /// index (None if its log is shorter) and the first index it holds for that term, or its
+        /// last index + 1 when the log is too short.
+        conflict_term: Option<Term>,
+        conflict_index: LogIndex,
+    },
+}
+
+impl Message {
+    /// Requests are what the course's network calls an RPC: they are counted per server and
+    /// suffer request-side faults; responses suffer reply-side faults.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self.body,
+            MessageBody::RequestVote { .. } | MessageBody::AppendEntries { .. }
+        )
+    }
+}

@@ -1,0 +1,391 @@
+//! The Raft test fixture, a port of the course's `config.go`: a cluster of nodes on the
+//! simulated network, crash and restart from a copied persister, the leader and term checks,
+//! `one`, `n_committed`, `wait`, and an applier per node that fails the test when two nodes
+//! apply different commands at one index or a node applies out of order.
+//!
+//! Commands are byte strings; [`cmd`] encodes the course's integer commands.
+
+use crate::net::Network;
+use crate::persister::MemPersister;
+use crate::trace::Trace;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use raft::{ApplyMsg, Config, Handle, NodeConfig, NodeId};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, Instant};
+
+/// The tester's election timeout: a leader must be elected well within this.
+pub const RAFT_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The course's integer commands, as bytes.
+pub fn cmd(x: u64) -> Vec<u8> {
+    x.to_le_bytes().to_vec()
+}
+
+/// What the appliers saw, shared with their tasks.
+#[derive(Default)]
+struct Applied {
+    /// Per server: index -> command. Kept across restarts: a restarted node re-applies its
+    /// log from the start and must apply the same commands.
+    logs: Vec<BTreeMap<u64, Vec<u8>>>,
+    /// Per server incarnation: the last index applied, to check order.
+    last_applied: Vec<u64>,
+    max_index: u64,
+    error: Option<String>,
+}
+
+/// Cheap to clone: clones share one cluster, so concurrent client loops of a test can each
+/// hold one while the main loop crashes and restarts nodes.
+#[derive(Clone)]
+pub struct RaftCluster {
+    n: usize,
+    net: Network,
+    trace: Trace,
+    nodes: Arc<Mutex<Nodes>>,
+    applied: Arc<Mutex<Applied>>,
+    start: Instant,
+}
+
+struct Nodes {
+    rng: ChaCha8Rng,
+    handles: Vec<Option<Handle>>,
+    persisters: Vec<MemPersister>,
+    connected: Vec<bool>,
+}
+
+impl RaftCluster {
+    /// `n` nodes, all started and connected, on a reliable or unreliable network.
+    pub fn new(n: usize, unreliable: bool, seed: u64) -> RaftCluster {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let trace = Trace::new();
+        let net = Network::new(rng.gen(), trace.clone());
+        net.set_reliable(!unreliable);
+        let cluster = RaftCluster {
+            n,
+            net,
+            trace,
+            nodes: Arc::new(Mutex::new(Nodes {
+                rng,
+                handles: vec![None; n],
+                persisters: (0..n).map(|_| MemPersister::new()).collect(),
+                connected: vec![false; n],
+            })),
+            applied: Arc::new(Mutex::new(Applied {
+                logs: vec![BTreeMap::new(); n],
+                last_applied: vec![0; n],
+                ..Applied::default()
+            })),
+            start: Instant::now(),
+        };
+        for i in 0..n {
+            cluster.start1(i);
+        }
+        for i in 0..n {
+            cluster.connect(i);
+        }
+        cluster
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// A random number in `range`, from the test's seeded generator.
+    pub fn rand(&self, range: std::ops::Range<u64>) -> u64 {
+        self.nodes().rng.gen_range(range)
+    }
+
+    /// The running incarnation of node `i`, if it is up.
+    pub fn node(&self, i: usize) -> Option<Handle> {
+        self.nodes().handles[i].clone()
+    }
+
+    pub fn is_connected(&self, i: usize) -> bool {
+        self.nodes().connected[i]
+    }
+
+    /// Node `i` if it is up and connected.
+    fn reachable(&self, i: usize) -> Option<Handle> {
+        let nodes = self.nodes();
+        nodes.handles[i].clone().filter(|_| nodes.connected[i])
+    }
+
+    /// Virtual time since the cluster started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Fails the test if an applier found a problem.
+    pub fn check_applier(&self) {
+        if let Some(err) = &self.applied().error {
+            panic!("apply error: {err}");
+        }
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /// Starts (or restarts) node `i` from its persisted state.
+    /// Starts (or restarts) node `i` from its persisted state, disconnected (like the
+    /// course's `start1`; tests call `connect` next).
+    pub fn start1(&self, i: usize) {
+        self.crash1(i);
+        let mut nodes = self.nodes();
+        let persister = nodes.persisters[i].clone();
+        let (transport, inbox) = self.net.add_node(i as NodeId);
+        let peers = (0..self.n as NodeId).collect();
+        let config = NodeConfig::new(Config::new(i as NodeId, peers, nodes.rng.gen()));
+        let (handle, apply_rx) = raft::spawn(config, persister, transport, inbox);
+        self.applied().last_applied[i] = 0;
+        tokio::spawn(applier(i, apply_rx, self.applied.clone(), self.trace.clone()));
+        nodes.handles[i] = Some(handle);
+    }
+
+    /// Crashes node `i`: it is disconnected and stops, the network forgets it, and its
+    /// persister is copied so that the dead incarnation cannot change what the next one
+    /// starts from.
+    pub fn crash1(&self, i: usize) {
+        self.disconnect(i);
+        self.net.remove_node(i as NodeId);
+        let mut nodes = self.nodes();
+        if let Some(node) = nodes.handles[i].take() {
+            node.kill();
+            nodes.persisters[i] = nodes.persisters[i].copy();
+        }
+    }
+
+    pub fn connect(&self, i: usize) {
+        let mut nodes = self.nodes();
+        nodes.connected[i] = true;
+        for j in 0..self.n {
+            if nodes.connected[j] {
+                self.net.enable(i as NodeId, j as NodeId, true);
+                self.net.enable(j as NodeId, i as NodeId, true);
+            }
+        }
+    }
+
+    pub fn disconnect(&self, i: usize) {
+        self.nodes().connected[i] = false;
+        for j in 0..self.n {
+            self.net.enable(i as NodeId, j as NodeId, false);
+            self.net.enable(j as NodeId, i as NodeId, false);
+        }
+    }
+
+    pub fn set_unreliable(&self, unreliable: bool) {
+        self.net.set_reliable(!unreliable);
+    }
+
+    pub fn set_long_reordering(&self, on: bool) {
+        self.net.set_long_reordering(on);
+    }
+
+    pub fn rpc_count(&self, i: usize) -> u64 {
+        self.net.rpc_count(i as NodeId)
+    }
+
+    pub fn rpc_total(&self) -> u64 {
+        self.net.rpc_total()
+    }
+
+    pub fn bytes_total(&self) -> u64 {
+        self.net.bytes_total()
+    }
+
+    pub fn log_size(&self, i: usize) -> usize {
+        self.nodes().persisters[i].raft_state_size()
+    }
+
+    /// Stops every node (the course's `cleanup`), checking the appliers one last time.
+    pub fn end(&self) {
+        for i in 0..self.n {
+            self.crash1(i);
+        }
+        self.check_applier();
+    }
+
+    // ------------------------------------------------------------ checks
+
+    /// Polls for a single leader among the connected nodes (about 5 s); fails if some term
+    /// has two leaders or no leader shows up.
+    pub async fn check_one_leader(&self) -> usize {
+        for _ in 0..10 {
+            let ms = 450 + self.rand(0..100);
+            sleep(Duration::from_millis(ms)).await;
+            self.check_applier();
+            let mut leaders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for i in 0..self.n {
+                if let Some(node) = self.reachable(i) {
+                    let (term, is_leader) = node.state();
+                    if is_leader {
+                        leaders.entry(term.0).or_default().push(i);
+                    }
+                }
+            }
+            for (term, ids) in &leaders {
+                assert!(ids.len() <= 1, "term {term} has {} (>1) leaders: {ids:?}", ids.len());
+            }
+            if let Some((_, ids)) = leaders.last_key_value() {
+                return ids[0];
+            }
+        }
+        panic!("expected one leader, got none");
+    }
+
+    /// All connected nodes agree on the term; returns it.
+    pub fn check_terms(&self) -> u64 {
+        let mut term = None;
+        for i in 0..self.n {
+            if let Some(node) = self.reachable(i) {
+                let t = node.state().0 .0;
+                match term {
+                    None => term = Some(t),
+                    Some(x) => assert_eq!(x, t, "servers disagree on term"),
+                }
+            }
+        }
+        term.expect("no connected server")
+    }
+
+    /// No connected node thinks it is the leader.
+    pub fn check_no_leader(&self) {
+        for i in 0..self.n {
+            if let Some(node) = self.reachable(i) {
+                assert!(!node.state().1, "expected no leader among connected servers, but {i} claims to be leader");
+            }
+        }
+    }
+
+    /// How many servers think the entry at `index` is committed, and its command; fails if
+    /// they disagree.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Vec<u8>>) {
+        self.check_applier();
+        let applied = self.applied();
+        let mut count = 0;
+        let mut command: Option<Vec<u8>> = None;
+        for log in &applied.logs {
+            if let Some(c) = log.get(&index) {
+                if let Some(prev) = &command {
+                    assert_eq!(prev, c, "committed values do not match: index {index}");
+                }
+                count += 1;
+                command = Some(c.clone());
+            }
+        }
+        (count, command)
+    }
+
+    pub fn max_index(&self) -> u64 {
+        self.applied().max_index
+    }
+
+    /// Waits for at least `n` servers to commit `index`, giving up (None) if a term passes
+    /// `start_term` meanwhile.
+    pub async fn wait(&self, index: u64, n: usize, start_term: Option<u64>) -> Option<Vec<u8>> {
+        let mut to = Duration::from_millis(10);
+        for _ in 0..30 {
+            let (nd, _) = self.n_committed(index);
+            if nd >= n {
+                break;
+            }
+            sleep(to).await;
+            if to < Duration::from_secs(1) {
+                to *= 2;
+            }
+            if let Some(start_term) = start_term {
+                let handles = self.nodes().handles.clone();
+                for node in handles.iter().flatten() {
+                    if node.state().0 .0 > start_term {
+                        return None;
+                    }
+                }
+            }
+        }
+        let (nd, command) = self.n_committed(index);
+        assert!(nd >= n, "only {nd} decided for index {index}; wanted {n}");
+        command
+    }
+
+    /// The course's `one`: submits `command` to whichever node takes it, and waits until
+    /// `expected` servers commit it at the returned index. With `retry`, tries again after a
+    /// failed attempt; gives up after 10 s.
+    pub async fn one(&self, command: Vec<u8>, expected: usize, retry: bool) -> u64 {
+        let t0 = Instant::now();
+        let mut starts = 0;
+        while t0.elapsed() < Duration::from_secs(10) {
+            let mut index = None;
+            for _ in 0..self.n {
+                starts = (starts + 1) % self.n;
+                if let Some(node) = self.reachable(starts) {
+                    if let Ok((i, _)) = node.start(command.clone()) {
+                        index = Some(i.0);
+                        break;
+                    }
+                }
+            }
+            if let Some(index) = index {
+                let t1 = Instant::now();
+                while t1.elapsed() < Duration::from_secs(2) {
+                    let (nd, c) = self.n_committed(index);
+                    if nd > 0 && nd >= expected && c.as_ref() == Some(&command) {
+                        return index;
+                    }
+                    sleep(Duration::from_millis(20)).await;
+                }
+                assert!(retry, "one({command:?}) failed to reach agreement");
+            } else {
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("one({command:?}) failed to reach agreement");
+    }
+}
+
+/// Reads one incarnation's apply channel, checking every command against what other servers
+/// applied at the same index, and the order.
+async fn applier(
+    i: usize,
+    mut rx: mpsc::Receiver<ApplyMsg>,
+    applied: Arc<Mutex<Applied>>,
+    trace: Trace,
+) {
+    while let Some(m) = rx.recv().await {
+        trace.record_apply(i as u64, m.index.0, &m.command);
+        let mut a = applied.lock().unwrap_or_else(|e| e.into_inner());
+        let index = m.index.0;
+        let conflict = a.logs.iter().enumerate().find_map(|(j, log)| {
+            log.get(&index)
+                .filter(|old| **old != m.command)
+                .map(|old| format!("commit index={index} server={i} {:?} != server={j} {old:?}", m.command))
+        });
+        if a.error.is_none() {
+            a.error = conflict;
+        }
+        if index != a.last_applied[i] + 1 && a.error.is_none() {
+            let last = a.last_applied[i];
+            a.error = Some(format!("server {i} apply out of order: {index} after {last}"));
+        }
+        a.last_applied[i] = index;
+        a.logs[i].insert(index, m.command);
+        a.max_index = a.max_index.max(index);
+    }
+}
