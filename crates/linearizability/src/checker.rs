@@ -172,3 +172,221 @@ fn partition_info<M: Model>(
         blocked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvInput, KvModel, KvOperation, KvOutput};
+
+    fn op(
+        client_id: u64,
+        input: KvInput,
+        output: &str,
+        call: u64,
+        return_time: u64,
+    ) -> KvOperation {
+        Operation {
+            client_id,
+            input,
+            call,
+            output: KvOutput::new(output),
+            return_time,
+        }
+    }
+
+    /// `n` appends on `key` that all overlap, followed by a read of a value
+    /// no order of them can produce. Every order yields a distinct state, so
+    /// memoisation cannot help and refuting it takes about e * n! steps.
+    fn hopeless(key: &str, n: u64) -> Vec<KvOperation> {
+        let mut h: Vec<KvOperation> = (0..n)
+            .map(|i| op(i, KvInput::append(key, format!("{i};")), "", 0, 100))
+            .collect();
+        h.push(op(n, KvInput::get(key), "impossible", 101, 102));
+        h
+    }
+
+    /// A counter with no partitioning, to exercise the trait's defaults.
+    struct Counter;
+
+    impl Model for Counter {
+        type State = i64;
+        type Input = Option<i64>; // Some(delta) adds, None reads
+        type Output = i64;
+
+        fn init(&self) -> i64 {
+            0
+        }
+
+        fn step(&self, state: &i64, input: &Option<i64>, output: &i64) -> Option<i64> {
+            match input {
+                Some(delta) => Some(state + delta),
+                None => (output == state).then_some(*state),
+            }
+        }
+
+        fn describe(&self, input: &Option<i64>, output: &i64) -> String {
+            match input {
+                Some(d) => format!("add({d})"),
+                None => format!("read() -> {output}"),
+            }
+        }
+
+        fn describe_state(&self, state: &i64) -> String {
+            state.to_string()
+        }
+    }
+
+    fn counter_op(
+        input: Option<i64>,
+        output: i64,
+        call: u64,
+        return_time: u64,
+    ) -> Operation<Option<i64>, i64> {
+        Operation {
+            client_id: call,
+            input,
+            call,
+            output,
+            return_time,
+        }
+    }
+
+    #[test]
+    fn default_partition_checks_the_whole_history() {
+        let ok = [
+            counter_op(Some(2), 0, 0, 10),
+            counter_op(Some(3), 0, 1, 10),
+            counter_op(None, 3, 2, 4),
+            counter_op(None, 5, 11, 12),
+        ];
+        assert_eq!(check_operations(&Counter, &ok, None), CheckResult::Ok);
+        let mut bad = ok.to_vec();
+        bad[3].output = 3;
+        let (result, info) = check_operations_verbose(&Counter, &bad, None);
+        assert_eq!(result, CheckResult::Illegal);
+        assert_eq!(info.partitions.len(), 1);
+        assert_eq!(info.partitions[0].title, "");
+    }
+
+    #[test]
+    fn verbose_info_explains_a_stale_read() {
+        let h = [
+            op(0, KvInput::put("x", "1"), "", 0, 1),
+            op(1, KvInput::get("y"), "", 0, 1),
+            op(1, KvInput::get("x"), "", 2, 3),
+        ];
+        let (result, info) = check_operations_verbose(&KvModel, &h, None);
+        assert_eq!(result, CheckResult::Illegal);
+        assert_eq!(info.result, CheckResult::Illegal);
+        assert_eq!(info.partitions.len(), 2);
+
+        let x = &info.partitions[0];
+        assert_eq!(x.title, "key x");
+        assert_eq!(x.result, CheckResult::Illegal);
+        assert_eq!(x.initial_state, "\"\"");
+        assert_eq!(x.ops.len(), 2);
+        assert_eq!(x.ops[1].history_index, 2);
+        assert_eq!(x.ops[1].label, "get(x) -> \"\"");
+        assert_eq!(x.longest_prefix.len(), 1);
+        assert_eq!(x.longest_prefix[0].op, 0);
+        assert_eq!(x.longest_prefix[0].state_after, "\"1\"");
+        assert_eq!(x.blocked, vec![1]);
+
+        let y = &info.partitions[1];
+        assert_eq!(y.result, CheckResult::Ok);
+        assert_eq!(y.longest_prefix.len(), 1);
+        assert!(y.blocked.is_empty());
+        assert_eq!(info.illegal_partitions().count(), 1);
+    }
+
+    #[test]
+    fn ok_partitions_report_a_full_linearization() {
+        let h = [
+            op(0, KvInput::append("x", "a"), "", 0, 10),
+            op(1, KvInput::append("x", "b"), "", 1, 9),
+            op(2, KvInput::get("x"), "ba", 11, 12),
+        ];
+        let (result, info) = check_operations_verbose(&KvModel, &h, None);
+        assert_eq!(result, CheckResult::Ok);
+        let order: Vec<usize> = info.partitions[0]
+            .longest_prefix
+            .iter()
+            .map(|s| s.op)
+            .collect();
+        assert_eq!(order, vec![1, 0, 2]);
+        let states: Vec<&str> = info.partitions[0]
+            .longest_prefix
+            .iter()
+            .map(|s| s.state_after.as_str())
+            .collect();
+        assert_eq!(states, vec!["\"b\"", "\"ba\"", "\"ba\""]);
+    }
+
+    #[test]
+    fn zero_budget_is_unknown() {
+        let h = [op(0, KvInput::get("x"), "", 0, 1)];
+        assert_eq!(
+            check_operations(&KvModel, &h, Some(Duration::ZERO)),
+            CheckResult::Unknown
+        );
+        assert_eq!(
+            check_operations(&KvModel, &[], Some(Duration::ZERO)),
+            CheckResult::Ok
+        );
+        assert_eq!(check_operations(&KvModel, &h, None), CheckResult::Ok);
+    }
+
+    #[test]
+    fn pathological_history_times_out() {
+        let h = hopeless("x", 16);
+        for timeout in [Duration::from_nanos(1), Duration::from_millis(50)] {
+            let started = Instant::now();
+            assert_eq!(
+                check_operations(&KvModel, &h, Some(timeout)),
+                CheckResult::Unknown
+            );
+            assert!(started.elapsed() < timeout + Duration::from_secs(2));
+        }
+        let (result, info) =
+            check_operations_verbose(&KvModel, &h, Some(Duration::from_millis(20)));
+        assert_eq!(result, CheckResult::Unknown);
+        assert_eq!(info.partitions[0].result, CheckResult::Unknown);
+        // It got as far as every append but not the read.
+        assert_eq!(info.partitions[0].longest_prefix.len(), 16);
+        assert_eq!(info.partitions[0].blocked, vec![16]);
+    }
+
+    #[test]
+    fn illegal_partition_is_found_even_when_another_times_out() {
+        let mut h = hopeless("slow", 16);
+        h.push(op(0, KvInput::put("fast", "1"), "", 0, 1));
+        h.push(op(1, KvInput::get("fast"), "2", 2, 3));
+        let timeout = Some(Duration::from_millis(50));
+        assert_eq!(
+            check_operations(&KvModel, &h, timeout),
+            CheckResult::Illegal
+        );
+        let (result, info) = check_operations_verbose(&KvModel, &h, timeout);
+        assert_eq!(result, CheckResult::Illegal);
+        assert_eq!(info.partitions[0].result, CheckResult::Unknown);
+        assert_eq!(info.partitions[1].result, CheckResult::Illegal);
+    }
+
+    #[test]
+    fn exhaustive_refutation_of_a_moderate_case_finishes() {
+        // Every one of the 8! append orders is a distinct state, so refuting
+        // the read means visiting about e * 8! (~110,000) configurations.
+        let h = hopeless("x", 8);
+        assert_eq!(
+            check_operations(&KvModel, &h, Some(Duration::from_secs(30))),
+            CheckResult::Illegal
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "returns (1) before it is called (5)")]
+    fn malformed_interval_panics() {
+        let h = [op(0, KvInput::get("x"), "", 5, 1)];
+        check_operations(&KvModel, &h, None);
+    }
+}

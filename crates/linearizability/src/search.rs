@@ -10,7 +10,7 @@ use crate::model::{Model, Operation};
 
 /// How often (in search steps) the deadline is consulted: reading the clock
 /// on every step would dominate the cost of cheap models.
-const DEADLINE_CHECK_INTERVAL: u64 = 1024;
+const DEADLINE_CHECK_INTERVAL: u64 = 1024; // a power of two
 
 /// One call or return, identified by the operation's index in its partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +174,7 @@ pub(crate) fn search<M: Model>(
     let mut steps = 0u64;
     let mut cursor = list.next[HEAD as usize];
     while list.next[HEAD as usize] != NIL {
-        if steps % DEADLINE_CHECK_INTERVAL == 0 && budget.exhausted() {
+        if steps & (DEADLINE_CHECK_INTERVAL - 1) == 0 && budget.exhausted() {
             return SearchOutcome {
                 result: CheckResult::Unknown,
                 longest_prefix: longest,

@@ -15,6 +15,16 @@ pub struct Message {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
+    /// Thesis §9.6: before starting an election, ask whether one could be won. `term` of the
+    /// message is the term the election would have; the receiver's term does not change.
+    PreVote {
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    /// Granted: `term` is the prospective term; refused: the responder's own term.
+    PreVoteResponse {
+        vote_granted: bool,
+    },
     /// §5.2: a candidate asks for a vote, showing how up to date its log is (§5.4.1).
     RequestVote {
         last_log_index: LogIndex,
@@ -49,7 +59,9 @@ impl Message {
     pub fn is_request(&self) -> bool {
         matches!(
             self.body,
-            MessageBody::RequestVote { .. } | MessageBody::AppendEntries { .. }
+            MessageBody::PreVote { .. }
+                | MessageBody::RequestVote { .. }
+                | MessageBody::AppendEntries { .. }
         )
     }
 }

@@ -28,6 +28,10 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// Soft limit on the command bytes carried by one AppendEntries (at least one entry goes).
     pub max_msg_bytes: usize,
+    /// Run a pre-vote round before each election (thesis §9.6), so that a node that cannot
+    /// win (its log is behind, or the others still hear from a leader) does not raise the
+    /// term and depose a working leader.
+    pub pre_vote: bool,
     /// Seeds the election-timeout generator.
     pub seed: u64,
 }
@@ -43,6 +47,7 @@ impl Config {
             heartbeat_ticks: 10,
             max_inflight_msgs: 64,
             max_msg_bytes: 1 << 20,
+            pre_vote: true,
             seed,
         }
     }
@@ -51,6 +56,7 @@ impl Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Follower,
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -82,7 +88,7 @@ pub struct Raft {
     // Volatile state.
     role: Role,
     leader_id: Option<NodeId>,
-    /// Candidate only: the answers received in this election.
+    /// Pre-candidate and candidate: the answers received in this (pre-)election.
     votes: BTreeMap<NodeId, bool>,
     /// Leader only: one entry per other peer.
     progress: BTreeMap<NodeId, Progress>,
@@ -192,10 +198,14 @@ impl Raft {
                     self.broadcast_heartbeat();
                 }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.randomized_election_ticks {
-                    self.campaign();
+                    if self.config.pre_vote {
+                        self.pre_campaign();
+                    } else {
+                        self.campaign();
+                    }
                 }
             }
         }
@@ -220,6 +230,32 @@ impl Raft {
         self.votes.clear();
         self.pending_replication = false;
         self.reset_election_timer();
+    }
+
+    /// Thesis §9.6: ask for pre-votes for term + 1 without changing our own term.
+    fn pre_campaign(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        self.reset_election_timer();
+        if self.votes.len() >= self.quorum() {
+            self.campaign();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let term = Term(self.term.0 + 1);
+        for to in self.others() {
+            self.msgs.push(Message {
+                from: self.config.id,
+                to,
+                term,
+                body: MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                },
+            });
+        }
     }
 
     /// §5.2: a follower that hears nothing for an election timeout starts an election.
@@ -286,6 +322,13 @@ impl Raft {
         if msg.to != self.config.id || !self.config.peers.contains(&msg.from) {
             return;
         }
+        // A pre-vote request or grant carries a prospective term: it must not move ours.
+        if let MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { vote_granted: true } =
+            msg.body
+        {
+            self.step_pre_vote(msg);
+            return;
+        }
         // §5.1: a higher term makes us a follower of that term.
         if msg.term > self.term {
             let leader = match msg.body {
@@ -304,6 +347,13 @@ impl Raft {
                 last_log_index,
                 last_log_term,
             } => self.handle_request_vote(msg.from, last_log_index, last_log_term),
+            MessageBody::PreVote { .. } => unreachable!("handled by step_pre_vote"),
+            MessageBody::PreVoteResponse { vote_granted } => {
+                // A refusal in our own term (a higher one made us a follower above).
+                if self.role == Role::PreCandidate {
+                    self.tally(msg.from, vote_granted);
+                }
+            }
             MessageBody::RequestVoteResponse { vote_granted } => {
                 self.handle_vote_response(msg.from, vote_granted)
             }
@@ -328,10 +378,43 @@ impl Raft {
         }
     }
 
+    fn step_pre_vote(&mut self, msg: Message) {
+        match msg.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                // Refuse while we still hear from a leader (its lease), so a node that merely
+                // lost touch with the leader cannot depose it.
+                let in_lease = self.leader_id.is_some()
+                    && self.election_elapsed < self.config.election_ticks;
+                let granted = msg.term > self.term
+                    && !in_lease
+                    && self.log.is_up_to_date(last_log_index, last_log_term);
+                let term = if granted { msg.term } else { self.term };
+                self.msgs.push(Message {
+                    from: self.config.id,
+                    to: msg.from,
+                    term,
+                    body: MessageBody::PreVoteResponse { vote_granted: granted },
+                });
+            }
+            MessageBody::PreVoteResponse { vote_granted: true } => {
+                if self.role == Role::PreCandidate && msg.term == Term(self.term.0 + 1) {
+                    self.tally(msg.from, true);
+                }
+            }
+            _ => unreachable!("not a pre-vote message"),
+        }
+    }
+
     fn reject_stale(&mut self, msg: &Message) {
         match msg.body {
             MessageBody::RequestVote { .. } => {
                 self.send(msg.from, MessageBody::RequestVoteResponse { vote_granted: false })
+            }
+            MessageBody::PreVote { .. } => {
+                self.send(msg.from, MessageBody::PreVoteResponse { vote_granted: false })
             }
             MessageBody::AppendEntries { prev_log_index, .. } => self.send(
                 msg.from,
@@ -360,14 +443,23 @@ impl Raft {
     }
 
     fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
-        if self.role != Role::Candidate {
-            return;
+        if self.role == Role::Candidate {
+            self.tally(from, granted);
         }
+    }
+
+    /// Counts a (pre-)vote; a majority moves a pre-candidate to candidate and a candidate to
+    /// leader, a majority of refusals ends the attempt.
+    fn tally(&mut self, from: NodeId, granted: bool) {
         self.votes.insert(from, granted);
         let yes = self.votes.values().filter(|&&g| g).count();
         let no = self.votes.len() - yes;
         if yes >= self.quorum() {
-            self.become_leader();
+            match self.role {
+                Role::PreCandidate => self.campaign(),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            }
         } else if no >= self.quorum() {
             // Lost this election; wait for the timer (or a leader) as a follower.
             self.become_follower(self.term, None);

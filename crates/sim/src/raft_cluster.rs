@@ -356,7 +356,35 @@ impl RaftCluster {
                 sleep(Duration::from_millis(50)).await;
             }
         }
-        panic!("one({command:?}) failed to reach agreement");
+        panic!("one({command:?}) failed to reach agreement\n{}", self.describe());
+    }
+
+    /// Each node's view, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.n {
+            let line = match self.node(i) {
+                None => format!("node {i}: down\n"),
+                Some(node) => node.inspect(|r| {
+                    let log = r.log();
+                    let progress: Vec<String> = (0..self.n as NodeId)
+                        .filter_map(|p| r.progress(p).map(|pr| format!("{p}:{pr:?}")))
+                        .collect();
+                    format!(
+                        "node {i}: connected={} term={} role={:?} last={}@{} commit={} {}\n",
+                        self.is_connected(i),
+                        r.term(),
+                        r.role(),
+                        log.last_index(),
+                        log.last_term(),
+                        log.committed(),
+                        progress.join(" ")
+                    )
+                }),
+            };
+            out.push_str(&line);
+        }
+        out
     }
 }
 

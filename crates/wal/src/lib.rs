@@ -1,1 +1,395 @@
-//! placeholder
+//! Durable storage for a Raft log: a segmented, checksummed write-ahead log of entries plus an
+//! atomically replaced hard-state blob.
+//!
+//! # Contract
+//!
+//! * Entries are opaque payloads with consecutive indices starting at 1. [`Wal::append`] may
+//!   start at any index up to `last_index + 1`; entries at or after that index are replaced
+//!   (a Raft follower truncating a conflicting suffix).
+//! * `append` only buffers and writes; nothing is durable until [`Wal::sync`] returns `Ok`.
+//!   Call `sync` once per batch (group commit): 1000 appends followed by one `sync` cost one
+//!   fsync of the segment (plus one of the directory if a segment was created).
+//! * [`Wal::save_hard_state`] is durable when it returns `Ok`.
+//! * Any `Err` from `append`, `sync` or `save_hard_state` other than
+//!   [`WalError::InvalidAppend`] leaves durability unknown: the `Wal` is poisoned and the process
+//!   must stop and recover by reopening. Never retry an fsync; after a failure the kernel may
+//!   have discarded the dirty pages and a retry can report success without the data.
+//! * One `Wal` per directory at a time; the directory is not locked.
+//!
+//! # On-disk format
+//!
+//! The directory holds:
+//!
+//! * `hard_state`: `[magic "RKVH"][version: u32 LE = 1][len: u32 LE][crc32c(bytes): u32 LE]
+//!   [bytes]`, replaced by writing `hard_state.tmp`, fsyncing it, renaming it over
+//!   `hard_state` and fsyncing the directory.
+//! * Segments `00000000000000000001.wal`, `00000000000000000002.wal`, ... (20-digit sequence
+//!   numbers, consecutive from 1). Each starts with a 20-byte header `[magic "RKVW"]
+//!   [version: u32 LE = 1][seq: u64 LE][crc32c of those 16 bytes: u32 LE]` followed by records
+//!   `[len: u32 LE][crc32c(payload): u32 LE][payload]` with payload `[index: u64 LE][data]`.
+//!   A new segment is started before a record once the current one has reached
+//!   `segment_bytes`. Before starting it, the finished segment is fsynced, and the new one is
+//!   created with its header under a `.wal.tmp` name, fsynced and renamed, so every segment but
+//!   the last is always complete and every segment name has a valid header.
+//! * `torn-<seq>-<offset>.bin` (possibly with a `-<n>` suffix): bytes cut off a torn tail
+//!   during recovery, kept for inspection; never read back.
+//!
+//! Truncation is not a separate operation on disk: a record whose index is at or below the last
+//! index seen so far replaces that entry and everything after it during replay, so the later
+//! record wins.
+//!
+//! # Recovery rules
+//!
+//! [`Wal::open`] replays every segment in order and refuses (rather than repairs) anything that
+//! could be lost committed data:
+//!
+//! * A gap in segment sequence numbers, a first segment other than 1, or a hard state without
+//!   any segment (open always creates segment 1 durably first) is [`WalError::MissingSegment`].
+//! * A bad segment header (short, bad magic or checksum, unknown version, sequence number not
+//!   matching the name) is [`WalError::Corrupt`] in any segment.
+//! * Only the last segment may end in a torn write, recognised as: a record header cut short
+//!   by EOF; a record whose length runs past EOF; a tail that is all zero bytes from the record
+//!   start to EOF (e.g. a zeroed header followed only by zeros); or a complete record with a bad
+//!   checksum that contains a whole 512-byte-aligned sector of zeros with only zeros after it
+//!   (an allocated but unwritten sector; a bit flip never zeroes a whole sector). The tail from
+//!   that record on is copied to a `torn-*.bin` file and fsynced, then the segment is truncated
+//!   at the record start and fsynced; [`Recovered::truncated`] names the copy.
+//! * Everything else is [`WalError::Corrupt`] naming the file and byte offset: a checksum
+//!   mismatch anywhere (including the final record, unless the zero-sector rule above applies),
+//!   a length above `max_record_bytes` (never allocated) or below the 8-byte index, any damage
+//!   in a segment that is not the last, an entry index of 0, or an index more than one past the
+//!   last replayed index.
+//! * A damaged or truncated `hard_state` is [`WalError::CorruptHardState`]; a leftover
+//!   `hard_state.tmp` (a save interrupted before its rename) is removed.
+//!
+//! A length field damaged so that it runs past EOF in the last segment is indistinguishable from
+//! a torn write and is treated as one; the records after it are not replayed but are preserved
+//! in the `torn-*.bin` file.
+
+mod error;
+mod fsutil;
+mod hard_state;
+mod record;
+mod segment;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use error::WalError;
+
+use error::io_err;
+
+/// Buffered record bytes are written to the segment once they reach this size.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Tuning knobs for a [`Wal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A new segment is started once the current one has reached this many bytes.
+    pub segment_bytes: u64,
+    /// Largest accepted record payload (8-byte index plus entry data). A larger length found on
+    /// disk is corruption, never an allocation; a larger entry is rejected by `append`.
+    pub max_record_bytes: u32,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What [`Wal::open`] found on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last saved hard state, `None` if none was ever saved.
+    pub hard_state: Option<Vec<u8>>,
+    /// `(index, payload)` pairs with consecutive indices from 1 (or empty).
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Where the bytes of a torn final write were saved before being cut off, if there was one.
+    pub truncated: Option<PathBuf>,
+}
+
+/// An open write-ahead log directory. See the crate documentation for the durability contract.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    /// Sequence number of the segment being appended to.
+    seq: u64,
+    file: File,
+    path: PathBuf,
+    /// Size of the current segment including bytes still in `buf`.
+    seg_len: u64,
+    /// Encoded records not yet written to `file`.
+    buf: Vec<u8>,
+    last_index: u64,
+    /// Bytes were appended since the last fsync of the current segment.
+    dirty: bool,
+    /// A segment was created since the last directory fsync.
+    dir_dirty: bool,
+    poisoned: bool,
+}
+
+impl Wal {
+    /// Opens (creating if absent) the directory and recovers it.
+    ///
+    /// Applies the recovery rules in the crate documentation; the only change it ever makes to
+    /// existing data is cutting a torn tail off the last segment (after saving a copy).
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        fsutil::ensure_dir(dir)?;
+        hard_state::remove_leftover(dir)?;
+        let seqs = segment::list(dir)?;
+        let hard_state = hard_state::load(dir)?;
+
+        if seqs.is_empty() && hard_state.is_some() {
+            return Err(WalError::MissingSegment {
+                dir: dir.to_path_buf(),
+                seq: 1,
+            });
+        }
+        for (expected, &seq) in (1u64..).zip(&seqs) {
+            if seq != expected {
+                return Err(WalError::MissingSegment {
+                    dir: dir.to_path_buf(),
+                    seq: expected,
+                });
+            }
+        }
+
+        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut truncated = None;
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = dir.join(segment::file_name(seq));
+            let buf = std::fs::read(&path).map_err(io_err("read segment", &path))?;
+            let is_last = i + 1 == seqs.len();
+            let torn = segment::scan(
+                &path,
+                seq,
+                &buf,
+                is_last,
+                opts.max_record_bytes,
+                |offset, index, data| replay(&mut entries, &path, offset, index, data),
+            )?;
+            if let Some(offset) = torn {
+                let tail = &buf[offset as usize..];
+                truncated = Some(segment::cut_torn_tail(dir, &path, seq, offset, tail)?);
+            }
+        }
+
+        let (seq, file, path, seg_len) = match seqs.last() {
+            Some(&seq) => {
+                let path = dir.join(segment::file_name(seq));
+                let (file, len) = segment::open_for_append(&path)?;
+                (seq, file, path, len)
+            }
+            None => {
+                let (file, path) = segment::create(dir, 1)?;
+                fsutil::sync_dir(dir)?;
+                (1, file, path, segment::HEADER_LEN)
+            }
+        };
+
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            seq,
+            file,
+            path,
+            seg_len,
+            buf: Vec::new(),
+            last_index: entries.len() as u64,
+            dirty: false,
+            dir_dirty: false,
+            poisoned: false,
+        };
+        let recovered = Recovered {
+            hard_state,
+            entries,
+            truncated,
+        };
+        Ok((wal, recovered))
+    }
+
+    /// Replaces the hard state atomically: write a temp file, fsync it, rename over the old one,
+    /// fsync the directory. Durable when it returns `Ok`.
+    pub fn save_hard_state(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+        self.check_usable()?;
+        let result = hard_state::save(&self.dir, bytes);
+        self.poison_on_err(result)
+    }
+
+    /// Appends entries starting at `first_index`, which must be in `1..=last_index + 1`;
+    /// entries at or after `first_index` are logically replaced.
+    ///
+    /// Buffers and writes but does not fsync: call [`Wal::sync`] once per batch. (When the
+    /// batch crosses into a new segment, the finished segment is fsynced so that only the last
+    /// segment can ever hold a torn write.) Replacing entries requires at least one new entry;
+    /// an empty `payloads` at `last_index + 1` is a no-op. On `InvalidAppend` nothing is written.
+    pub fn append(&mut self, first_index: u64, payloads: &[&[u8]]) -> Result<(), WalError> {
+        self.check_usable()?;
+        let invalid = |reason: String| WalError::InvalidAppend {
+            first_index,
+            last_index: self.last_index,
+            reason,
+        };
+        if first_index == 0 {
+            return Err(invalid("entry indices start at 1".to_string()));
+        }
+        if first_index > self.last_index + 1 {
+            return Err(invalid(
+                "would leave a gap after the last index".to_string(),
+            ));
+        }
+        if payloads.is_empty() {
+            if first_index <= self.last_index {
+                return Err(invalid(
+                    "replacing entries requires at least one new entry".to_string(),
+                ));
+            }
+            return Ok(());
+        }
+        let max = u64::from(self.opts.max_record_bytes);
+        if let Some((i, p)) = payloads
+            .iter()
+            .enumerate()
+            .find(|(_, p)| record::payload_len(p.len()) > max)
+        {
+            return Err(invalid(format!(
+                "entry {} has {} bytes, above max_record_bytes ({max}) minus the 8-byte index",
+                first_index + i as u64,
+                p.len()
+            )));
+        }
+        let result = self.append_records(first_index, payloads);
+        self.poison_on_err(result)
+    }
+
+    /// fsyncs everything appended so far (and the directory when a new segment was created).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        let result = self.sync_inner();
+        self.poison_on_err(result)
+    }
+
+    /// Index of the last entry, 0 when the log is empty.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    fn append_records(&mut self, first_index: u64, payloads: &[&[u8]]) -> Result<(), WalError> {
+        for (index, data) in (first_index..).zip(payloads) {
+            // A segment holding only its header is never rolled, so each gets at least one
+            // record even when segment_bytes is tiny.
+            if self.seg_len >= self.opts.segment_bytes && self.seg_len > segment::HEADER_LEN {
+                self.roll()?;
+            }
+            let before = self.buf.len();
+            record::encode(index, data, &mut self.buf);
+            self.seg_len += (self.buf.len() - before) as u64;
+            self.dirty = true;
+            self.last_index = index;
+            if self.buf.len() >= WRITE_BUFFER_BYTES {
+                self.write_buf()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the current segment durably and starts the next one.
+    fn roll(&mut self) -> Result<(), WalError> {
+        self.write_buf()?;
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(io_err("fsync segment", &self.path))?;
+            self.dirty = false;
+        }
+        let seq = self.seq + 1;
+        let (file, path) = segment::create(&self.dir, seq)?;
+        self.seq = seq;
+        self.file = file;
+        self.path = path;
+        self.seg_len = segment::HEADER_LEN;
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    fn sync_inner(&mut self) -> Result<(), WalError> {
+        self.write_buf()?;
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(io_err("fsync segment", &self.path))?;
+            self.dirty = false;
+        }
+        if self.dir_dirty {
+            fsutil::sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> Result<(), WalError> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all(&self.buf)
+                .map_err(io_err("write segment", &self.path))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            Err(WalError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison_on_err(&mut self, result: Result<(), WalError>) -> Result<(), WalError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    /// Hands buffered records to the OS (no fsync) so that dropping a `Wal` behaves like the
+    /// process continuing to run; durability still requires `sync`.
+    fn drop(&mut self) {
+        if !self.poisoned {
+            let _ = self.write_buf();
+        }
+    }
+}
+
+/// Applies one replayed record to the in-memory log.
+fn replay(
+    entries: &mut Vec<(u64, Vec<u8>)>,
+    path: &Path,
+    offset: u64,
+    index: u64,
+    data: &[u8],
+) -> Result<(), WalError> {
+    let last = entries.len() as u64;
+    if index == 0 || index > last + 1 {
+        return Err(WalError::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            reason: format!(
+                "record has index {index} but the log so far ends at {last}; indices must be \
+                 consecutive from 1"
+            ),
+        });
+    }
+    // The later record wins: it replaces entry `index` and everything after it.
+    entries.truncate((index - 1) as usize);
+    entries.push((index, data.to_vec()));
+    Ok(())
+}

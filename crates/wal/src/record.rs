@@ -51,7 +51,11 @@ pub(crate) enum DecodeError {
     /// The length field is too small to hold the entry index.
     TooShort { len: u32 },
     /// The record is complete but its payload does not match the stored checksum.
-    Checksum { len: u32, stored: u32, computed: u32 },
+    Checksum {
+        len: u32,
+        stored: u32,
+        computed: u32,
+    },
 }
 
 impl fmt::Display for DecodeError {

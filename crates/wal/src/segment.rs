@@ -121,10 +121,7 @@ pub(crate) fn open_for_append(path: &Path) -> Result<(File, u64), WalError> {
         .append(true)
         .open(path)
         .map_err(io_err("open segment", path))?;
-    let len = file
-        .metadata()
-        .map_err(io_err("stat segment", path))?
-        .len();
+    let len = file.metadata().map_err(io_err("stat segment", path))?.len();
     Ok((file, len))
 }
 
@@ -258,7 +255,9 @@ mod tests {
     fn header_checks() {
         let h = encode_header(5);
         assert_eq!(check_header(&h, 5), Ok(()));
-        assert!(check_header(&h, 6).unwrap_err().contains("sequence number 5"));
+        assert!(check_header(&h, 6)
+            .unwrap_err()
+            .contains("sequence number 5"));
         assert!(check_header(&h[..19], 5).is_err());
         for at in 0..h.len() {
             let mut bad = h;
