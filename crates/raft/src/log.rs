@@ -111,7 +111,11 @@ impl RaftLog {
                     self.entries.push(e.clone());
                 }
                 None => {
-                    assert_eq!(e.index, self.last_index().next(), "entries must be contiguous");
+                    assert_eq!(
+                        e.index,
+                        self.last_index().next(),
+                        "entries must be contiguous"
+                    );
                     self.entries.push(e.clone());
                 }
             }

@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     /// `paused` is set after sending a probe, until its answer or the next heartbeat.
-    Probe { paused: bool },
+    Probe {
+        paused: bool,
+    },
     Replicate,
 }
 
@@ -22,6 +24,8 @@ pub struct Progress {
     /// The last index carried by each unacknowledged AppendEntries (Replicate mode), with the
     /// tick it was sent at, oldest first. Bounded by `Config::max_inflight_msgs`.
     pub inflight: VecDeque<(LogIndex, u64)>,
+    /// Whether the follower answered anything since the last quorum check.
+    pub recent_active: bool,
 }
 
 impl Progress {
@@ -31,6 +35,7 @@ impl Progress {
             next_index,
             mode: ProgressMode::Probe { paused: false },
             inflight: VecDeque::new(),
+            recent_active: true,
         }
     }
 
@@ -49,7 +54,11 @@ impl Progress {
 
     /// Records an acknowledgement of everything up to `index`; returns whether `match_index` grew.
     pub fn acknowledge(&mut self, index: LogIndex) -> bool {
-        while self.inflight.front().is_some_and(|&(last, _)| last <= index) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|&(last, _)| last <= index)
+        {
             self.inflight.pop_front();
         }
         if index > self.match_index {

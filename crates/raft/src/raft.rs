@@ -32,6 +32,10 @@ pub struct Config {
     /// win (its log is behind, or the others still hear from a leader) does not raise the
     /// term and depose a working leader.
     pub pre_vote: bool,
+    /// A leader that has not heard from a majority for `election_ticks` steps down (thesis
+    /// §6.2), so that a leader cut off in a minority stops accepting requests it cannot
+    /// commit, and clients move on quickly.
+    pub check_quorum: bool,
     /// Seeds the election-timeout generator.
     pub seed: u64,
 }
@@ -48,6 +52,7 @@ impl Config {
             max_inflight_msgs: 64,
             max_msg_bytes: 1 << 20,
             pre_vote: true,
+            check_quorum: true,
             seed,
         }
     }
@@ -111,7 +116,10 @@ pub struct Raft {
 impl Raft {
     /// A node starting from what storage holds (both empty for a new node).
     pub fn new(config: Config, hard_state: HardState, entries: Vec<Entry>) -> Raft {
-        assert!(config.peers.contains(&config.id), "peers must include this node");
+        assert!(
+            config.peers.contains(&config.id),
+            "peers must include this node"
+        );
         assert!(config.election_ticks > config.heartbeat_ticks);
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut raft = Raft {
@@ -182,7 +190,12 @@ impl Raft {
 
     fn others(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.config.peers.iter().copied().filter(|&p| p != me).collect()
+        self.config
+            .peers
+            .iter()
+            .copied()
+            .filter(|&p| p != me)
+            .collect()
     }
 
     // ---------------------------------------------------------------- time
@@ -192,6 +205,14 @@ impl Raft {
         self.now += 1;
         match self.role {
             Role::Leader => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.config.election_ticks {
+                    self.election_elapsed = 0;
+                    if self.config.check_quorum && !self.quorum_active() {
+                        self.become_follower(self.term, None);
+                        return;
+                    }
+                }
                 self.heartbeat_elapsed += 1;
                 if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                     self.heartbeat_elapsed = 0;
@@ -283,6 +304,18 @@ impl Raft {
         }
     }
 
+    /// Whether a majority (this node included) was heard from since the last check; resets
+    /// the marks for the next period.
+    fn quorum_active(&mut self) -> bool {
+        let mut active = 1;
+        for pr in self.progress.values_mut() {
+            if std::mem::replace(&mut pr.recent_active, false) {
+                active += 1;
+            }
+        }
+        active >= self.quorum()
+    }
+
     fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader_id = Some(self.config.id);
@@ -294,6 +327,7 @@ impl Raft {
             .map(|id| (id, Progress::new(next)))
             .collect();
         self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
         // §5.2: announce leadership at once; the probes double as heartbeats.
         self.broadcast_heartbeat();
     }
@@ -374,7 +408,9 @@ impl Raft {
                 index,
                 conflict_term,
                 conflict_index,
-            } => self.handle_append_response(msg.from, success, index, conflict_term, conflict_index),
+            } => {
+                self.handle_append_response(msg.from, success, index, conflict_term, conflict_index)
+            }
         }
     }
 
@@ -386,8 +422,8 @@ impl Raft {
             } => {
                 // Refuse while we still hear from a leader (its lease), so a node that merely
                 // lost touch with the leader cannot depose it.
-                let in_lease = self.leader_id.is_some()
-                    && self.election_elapsed < self.config.election_ticks;
+                let in_lease =
+                    self.leader_id.is_some() && self.election_elapsed < self.config.election_ticks;
                 let granted = msg.term > self.term
                     && !in_lease
                     && self.log.is_up_to_date(last_log_index, last_log_term);
@@ -396,7 +432,9 @@ impl Raft {
                     from: self.config.id,
                     to: msg.from,
                     term,
-                    body: MessageBody::PreVoteResponse { vote_granted: granted },
+                    body: MessageBody::PreVoteResponse {
+                        vote_granted: granted,
+                    },
                 });
             }
             MessageBody::PreVoteResponse { vote_granted: true } => {
@@ -410,12 +448,18 @@ impl Raft {
 
     fn reject_stale(&mut self, msg: &Message) {
         match msg.body {
-            MessageBody::RequestVote { .. } => {
-                self.send(msg.from, MessageBody::RequestVoteResponse { vote_granted: false })
-            }
-            MessageBody::PreVote { .. } => {
-                self.send(msg.from, MessageBody::PreVoteResponse { vote_granted: false })
-            }
+            MessageBody::RequestVote { .. } => self.send(
+                msg.from,
+                MessageBody::RequestVoteResponse {
+                    vote_granted: false,
+                },
+            ),
+            MessageBody::PreVote { .. } => self.send(
+                msg.from,
+                MessageBody::PreVoteResponse {
+                    vote_granted: false,
+                },
+            ),
             MessageBody::AppendEntries { prev_log_index, .. } => self.send(
                 msg.from,
                 MessageBody::AppendEntriesResponse {
@@ -439,7 +483,12 @@ impl Raft {
             // Figure 2: granting a vote resets the election timer.
             self.reset_election_timer();
         }
-        self.send(from, MessageBody::RequestVoteResponse { vote_granted: granted });
+        self.send(
+            from,
+            MessageBody::RequestVoteResponse {
+                vote_granted: granted,
+            },
+        );
     }
 
     fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
@@ -538,6 +587,7 @@ impl Raft {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
+        pr.recent_active = true;
         if success {
             let grew = pr.acknowledge(index);
             if matches!(pr.mode, ProgressMode::Probe { .. }) {
@@ -558,7 +608,10 @@ impl Raft {
         }
         // §5.3 with the fast backtracking the paper sketches: skip a whole conflicting term
         // per round trip. The next probe must go below the rejected index.
-        let next = next_from_hint.min(index).min(last_index.next()).max(LogIndex(1));
+        let next = next_from_hint
+            .min(index)
+            .min(last_index.next())
+            .max(LogIndex(1));
         pr.become_probe(next);
         self.send_append(from);
     }

@@ -7,12 +7,16 @@ use std::fmt;
 pub type NodeId = u64;
 
 /// A Raft term (§5.1). Terms only grow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Term(pub u64);
 
 /// The position of an entry in the log. The first entry has index 1; index 0 stands for
 /// "before the first entry" (its term is `Term(0)`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogIndex(pub u64);
 
 impl LogIndex {

@@ -114,7 +114,6 @@ pub struct Recovered {
 }
 
 /// An open write-ahead log directory. See the crate documentation for the durability contract.
-#[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
     opts: WalOptions,
@@ -356,6 +355,19 @@ impl Wal {
             self.poisoned = true;
         }
         result
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    // Hand-written so that buffered record bytes are not dumped.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("segment", &self.path)
+            .field("last_index", &self.last_index)
+            .field("buffered_bytes", &self.buf.len())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
     }
 }
 
