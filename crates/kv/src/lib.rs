@@ -1,1 +1,18 @@
-//! placeholder
+//! The replicated key/value service: `Put`, `Append` and `Get` with linearizability, on our
+//! Raft.
+//!
+//! - [`Op`]: an operation with the client id and sequence number that make retries safe.
+//! - [`KvStateMachine`]: the map and the per-client session table (last sequence number and
+//!   its reply), changed only by the apply loop.
+//! - [`KvServer`]: RPC handlers that submit to Raft and wait, and the apply loop.
+//! - [`Clerk`]: the client library, over any [`ClientTransport`].
+
+pub mod clerk;
+pub mod op;
+pub mod server;
+pub mod state_machine;
+
+pub use clerk::{Clerk, ClerkConfig, ClerkError, ClientTransport, RpcError};
+pub use op::{KvError, KvReply, Limits, Op, OpKind};
+pub use server::{Fault, KvConfig, KvServer};
+pub use state_machine::KvStateMachine;

@@ -155,7 +155,6 @@ impl Memo {
         true
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.chain.len()
     }

@@ -66,6 +66,7 @@ pub(crate) struct SearchOutcome {
 
 const NIL: u32 = u32::MAX;
 const HEAD: u32 = 0;
+const COMMIT: bool = true;
 
 /// The event list. Node 0 is a sentinel head; node `k + 1` is event `k` of
 /// the sorted order. Linearizing an operation "lifts" its call and return out
@@ -134,22 +135,18 @@ impl EventList {
     }
 }
 
-/// A linearized operation on the search stack, with what is needed to undo it.
+/// A linearized operation on the search stack, with what is needed to undo
+/// it and to resume trying the other candidates of its level.
 struct Frame<S> {
-    call_node: u32,
+    op: u32,
     state_before: S,
     fingerprint_before: u128,
+    candidates: Vec<u32>,
+    next: usize,
 }
 
-/// Searches for a linearization of `ops`.
-///
-/// From the current configuration, the candidates for the next linearized
-/// operation are the pending calls that precede the first pending return in
-/// the event list (an operation whose return has been reached must be
-/// linearized before anything invoked later). Each candidate that the model
-/// accepts, and whose resulting configuration is new, is pushed; reaching a
-/// return with no candidate left means backtracking. The history is
-/// linearizable iff the list empties, and not iff backtracking runs out.
+const KEY_MODE: u8 = 1;
+
 pub(crate) fn search<M: Model>(
     model: &M,
     ops: &[&Operation<M::Input, M::Output>],
@@ -157,6 +154,22 @@ pub(crate) fn search<M: Model>(
 ) -> SearchOutcome {
     let events = event_order(ops.iter().map(|o| (o.call, o.return_time)));
     let mut list = EventList::new(&events, ops.len());
+    let mut call_node = vec![0u32; ops.len()];
+    for node in 1..list.op.len() {
+        if list.is_call[node] {
+            call_node[list.op[node] as usize] = node as u32;
+        }
+    }
+    let key: Vec<u128> = ops
+        .iter()
+        .map(|o| match KEY_MODE {
+            0 => o.call as u128,
+            1 => o.return_time as u128,
+            _ => o.call as u128 + o.return_time as u128,
+        })
+        .collect();
+    // 0 unknown, 1 reader, 2 writer
+    let mut kind = vec![0u8; ops.len()];
 
     let mut linearized = Bitset::new(ops.len());
     let mut set_hash = 0u64;
@@ -165,16 +178,31 @@ pub(crate) fn search<M: Model>(
     let mut memo = Memo::new(ops.len());
     let mut stack: Vec<Frame<M::State>> = Vec::new();
 
-    // `longest` always equals the stack as it was when it last grew past the
-    // previous record; `agree` is how much of the current stack still matches
-    // it, so a new record only copies what changed.
     let mut longest: Vec<usize> = Vec::new();
     let mut agree = 0usize;
 
+    let collect = |list: &EventList, kind: &[u8]| {
+        let mut c = Vec::new();
+        let mut node = list.next[HEAD as usize];
+        while node != NIL && list.is_call[node as usize] {
+            c.push(list.op[node as usize]);
+            node = list.next[node as usize];
+        }
+        c.sort_unstable_by_key(|&o| (kind[o as usize] == 2, key[o as usize], o));
+        c
+    };
+
     let mut steps = 0u64;
-    let mut cursor = list.next[HEAD as usize];
+    let mut candidates = collect(&list, &kind);
+    let mut next = 0usize;
     while list.next[HEAD as usize] != NIL {
         if steps & (DEADLINE_CHECK_INTERVAL - 1) == 0 && budget.exhausted() {
+            eprintln!(
+                "timeout: steps {steps} memo {} longest {} of {}",
+                memo.len(),
+                longest.len(),
+                ops.len()
+            );
             return SearchOutcome {
                 result: CheckResult::Unknown,
                 longest_prefix: longest,
@@ -182,39 +210,46 @@ pub(crate) fn search<M: Model>(
         }
         steps += 1;
 
-        // The list always ends with a return, and every return either
-        // backtracks or ends the search, so the cursor never runs off the end.
-        let node = cursor;
-        let op = list.op[node as usize] as usize;
-        if list.is_call[node as usize] {
+        if next < candidates.len() {
+            let op = candidates[next] as usize;
+            next += 1;
             let candidate = ops[op];
-            if let Some(next_state) = model.step(&state, &candidate.input, &candidate.output) {
-                let next_fp = fingerprint(&next_state);
-                linearized.set(op);
-                let next_hash = set_hash ^ zobrist(op);
-                if memo.insert(next_hash, &linearized, next_fp) {
-                    stack.push(Frame {
-                        call_node: node,
-                        state_before: std::mem::replace(&mut state, next_state),
-                        fingerprint_before: std::mem::replace(&mut state_fp, next_fp),
-                    });
-                    set_hash = next_hash;
-                    list.lift(node);
-                    if stack.len() > longest.len() {
-                        longest.truncate(agree);
-                        longest.extend(
-                            stack[agree..]
-                                .iter()
-                                .map(|f| list.op[f.call_node as usize] as usize),
-                        );
-                        agree = stack.len();
-                    }
-                    cursor = list.next[HEAD as usize];
-                    continue;
-                }
-                linearized.clear(op);
+            let Some(next_state) = model.step(&state, &candidate.input, &candidate.output) else {
+                continue;
+            };
+            let next_fp = fingerprint(&next_state);
+            let read_only = next_fp == state_fp && next_state == state;
+            if kind[op] == 0 {
+                kind[op] = if read_only { 1 } else { 2 };
             }
-            cursor = list.next[node as usize];
+            linearized.set(op);
+            let next_hash = set_hash ^ zobrist(op);
+            if !memo.insert(next_hash, &linearized, next_fp) {
+                linearized.clear(op);
+                if read_only {
+                    next = candidates.len();
+                }
+                continue;
+            }
+            if read_only {
+                next = candidates.len();
+            }
+            set_hash = next_hash;
+            list.lift(call_node[op]);
+            stack.push(Frame {
+                op: op as u32,
+                state_before: std::mem::replace(&mut state, next_state),
+                fingerprint_before: std::mem::replace(&mut state_fp, next_fp),
+                candidates: std::mem::take(&mut candidates),
+                next,
+            });
+            if stack.len() > longest.len() {
+                longest.truncate(agree);
+                longest.extend(stack[agree..].iter().map(|f| f.op as usize));
+                agree = stack.len();
+            }
+            candidates = collect(&list, &kind);
+            next = 0;
         } else {
             let Some(frame) = stack.pop() else {
                 return SearchOutcome {
@@ -225,13 +260,15 @@ pub(crate) fn search<M: Model>(
             agree = agree.min(stack.len());
             state = frame.state_before;
             state_fp = frame.fingerprint_before;
-            let undone = list.op[frame.call_node as usize] as usize;
+            let undone = frame.op as usize;
             linearized.clear(undone);
             set_hash ^= zobrist(undone);
-            list.unlift(frame.call_node);
-            cursor = list.next[frame.call_node as usize];
+            list.unlift(call_node[undone]);
+            candidates = frame.candidates;
+            next = frame.next;
         }
     }
+    eprintln!("ok: steps {steps} memo {} of {}", memo.len(), ops.len());
     SearchOutcome {
         result: CheckResult::Ok,
         longest_prefix: longest,

@@ -13,9 +13,9 @@
 //! delivered); bytes are requests sent plus responses delivered.
 
 use crate::trace::Trace;
+use raft::{Message, NodeId, Transport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::{Message, NodeId, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -8,9 +8,9 @@
 use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::trace::Trace;
+use raft::{ApplyMsg, Config, Handle, NodeConfig, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::{ApplyMsg, Config, Handle, NodeConfig, NodeId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -155,7 +155,12 @@ impl RaftCluster {
         let config = NodeConfig::new(Config::new(i as NodeId, peers, nodes.rng.gen()));
         let (handle, apply_rx) = raft::spawn(config, persister, transport, inbox);
         self.applied().last_applied[i] = 0;
-        tokio::spawn(applier(i, apply_rx, self.applied.clone(), self.trace.clone()));
+        tokio::spawn(applier(
+            i,
+            apply_rx,
+            self.applied.clone(),
+            self.trace.clone(),
+        ));
         nodes.handles[i] = Some(handle);
     }
 
@@ -242,7 +247,11 @@ impl RaftCluster {
                 }
             }
             for (term, ids) in &leaders {
-                assert!(ids.len() <= 1, "term {term} has {} (>1) leaders: {ids:?}", ids.len());
+                assert!(
+                    ids.len() <= 1,
+                    "term {term} has {} (>1) leaders: {ids:?}",
+                    ids.len()
+                );
             }
             if let Some((_, ids)) = leaders.last_key_value() {
                 return ids[0];
@@ -270,7 +279,10 @@ impl RaftCluster {
     pub fn check_no_leader(&self) {
         for i in 0..self.n {
             if let Some(node) = self.reachable(i) {
-                assert!(!node.state().1, "expected no leader among connected servers, but {i} claims to be leader");
+                assert!(
+                    !node.state().1,
+                    "expected no leader among connected servers, but {i} claims to be leader"
+                );
             }
         }
     }
@@ -356,7 +368,10 @@ impl RaftCluster {
                 sleep(Duration::from_millis(50)).await;
             }
         }
-        panic!("one({command:?}) failed to reach agreement\n{}", self.describe());
+        panic!(
+            "one({command:?}) failed to reach agreement\n{}",
+            self.describe()
+        );
     }
 
     /// Each node's view, for failure messages.
@@ -401,16 +416,21 @@ async fn applier(
         let mut a = applied.lock().unwrap_or_else(|e| e.into_inner());
         let index = m.index.0;
         let conflict = a.logs.iter().enumerate().find_map(|(j, log)| {
-            log.get(&index)
-                .filter(|old| **old != m.command)
-                .map(|old| format!("commit index={index} server={i} {:?} != server={j} {old:?}", m.command))
+            log.get(&index).filter(|old| **old != m.command).map(|old| {
+                format!(
+                    "commit index={index} server={i} {:?} != server={j} {old:?}",
+                    m.command
+                )
+            })
         });
         if a.error.is_none() {
             a.error = conflict;
         }
         if index != a.last_applied[i] + 1 && a.error.is_none() {
             let last = a.last_applied[i];
-            a.error = Some(format!("server {i} apply out of order: {index} after {last}"));
+            a.error = Some(format!(
+                "server {i} apply out of order: {index} after {last}"
+            ));
         }
         a.last_applied[i] = index;
         a.logs[i].insert(index, m.command);

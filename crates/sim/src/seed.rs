@@ -19,10 +19,12 @@ pub fn seeds(name: &str) -> Vec<u64> {
     }
     let count = env_u64("RAFTKV_SEEDS").unwrap_or(1).max(1);
     // A default seed per test name, so different tests explore different schedules.
-    let base = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    (0..count).map(|i| base.wrapping_add(i) % 1_000_000_007).collect()
+    let base = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    (0..count)
+        .map(|i| base.wrapping_add(i) % 1_000_000_007)
+        .collect()
 }
 
 fn env_u64(var: &str) -> Option<u64> {

@@ -43,9 +43,20 @@ fn same_seed_same_trace() {
         let first = sim::seed::run_one("same_seed_same_trace", seed, &workload);
         let second = sim::seed::run_one("same_seed_same_trace", seed, &workload);
         assert_eq!(first, second, "seed {seed} produced two different traces");
-        assert!(first.1 > 100, "the trace saw too few events to mean much: {first:?}");
+        assert!(
+            first.1 > 100,
+            "the trace saw too few events to mean much: {first:?}"
+        );
         let other = sim::seed::run_one("same_seed_same_trace", seed + 1, &workload);
-        assert_ne!(first.0, other.0, "seeds {seed} and {} gave one trace", seed + 1);
-        eprintln!("seed {seed}: trace {:016x} over {} events", first.0, first.1);
+        assert_ne!(
+            first.0,
+            other.0,
+            "seeds {seed} and {} gave one trace",
+            seed + 1
+        );
+        eprintln!(
+            "seed {seed}: trace {:016x} over {} events",
+            first.0, first.1
+        );
     }
 }

@@ -36,7 +36,10 @@ fn rpc_bytes_2b() {
         }
         let got = cfg.bytes_total() - bytes0;
         let expected = servers as u64 * sent;
-        assert!(got <= expected + 50_000, "too many RPC bytes; got {got}, expected {expected}");
+        assert!(
+            got <= expected + 50_000,
+            "too many RPC bytes; got {got}, expected {expected}"
+        );
         eprintln!("rpc_bytes_2b: {got} bytes for {sent} bytes of commands");
         cfg.end();
     });
@@ -320,7 +323,10 @@ fn count_2b() {
         sleep(RAFT_ELECTION_TIMEOUT).await;
         let total3 = rpcs();
         let idle = total3 - total2;
-        assert!(idle <= 3 * 20, "too many RPCs ({idle}) for 1 second of idleness");
+        assert!(
+            idle <= 3 * 20,
+            "too many RPCs ({idle}) for 1 second of idleness"
+        );
         eprintln!("count_2b: {idle} RPCs in 1 second of idleness");
         cfg.end();
     });

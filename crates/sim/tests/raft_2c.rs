@@ -227,7 +227,12 @@ fn figure8_unreliable_2c() {
         }
         if std::env::var("DEBUG_F8").is_ok() {
             let cfg2 = cfg.clone();
-            tokio::spawn(async move { loop { eprintln!("{:?}\n{}", cfg2.elapsed(), cfg2.describe()); sleep(Duration::from_millis(500)).await; } });
+            tokio::spawn(async move {
+                loop {
+                    eprintln!("{:?}\n{}", cfg2.elapsed(), cfg2.describe());
+                    sleep(Duration::from_millis(500)).await;
+                }
+            });
         }
         cfg.one(cmd(cfg.rand(0..10_000)), servers, true).await;
         cfg.end();
@@ -321,7 +326,10 @@ async fn internal_churn(seed: u64, unreliable: bool) {
     for v in &values {
         assert!(really.contains(v), "didn't find a value: {v:?}");
     }
-    eprintln!("churn: {} acknowledged values, final log {last_index}", values.len());
+    eprintln!(
+        "churn: {} acknowledged values, final log {last_index}",
+        values.len()
+    );
     cfg.end();
 }
 

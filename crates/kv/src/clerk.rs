@@ -1,0 +1,145 @@
+//! The Clerk: the client library. It numbers each call, sends it to the server it believes
+//! leads, and retries elsewhere (with the same sequence number) until some server answers.
+
+use crate::op::{KvError, KvReply, Op, OpKind};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::{sleep, timeout, Instant};
+
+/// How a Clerk reaches the servers. The simulator and the TCP client implement it.
+pub trait ClientTransport: Send + Sync + 'static {
+    /// How many servers the Clerk may try; they are numbered `0..servers()`.
+    fn servers(&self) -> usize;
+
+    /// One RPC to server `server`. An error says nothing about whether the server ran it.
+    fn call(&self, server: usize, op: Op)
+        -> impl Future<Output = Result<KvReply, RpcError>> + Send;
+}
+
+/// A failed RPC: no reply came back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RpcError(pub String);
+
+#[derive(Clone, Debug)]
+pub struct ClerkConfig {
+    /// Every RPC gives up after this long (the server's own wait is shorter).
+    pub rpc_timeout: Duration,
+    /// After trying every server once without success, wait this long before the next round,
+    /// so that an election in progress is not flooded.
+    pub retry_pause: Duration,
+    /// Give up on a call after this long; `None` retries forever, as the course's Clerk does.
+    pub deadline: Option<Duration>,
+}
+
+impl Default for ClerkConfig {
+    fn default() -> Self {
+        ClerkConfig {
+            rpc_timeout: Duration::from_secs(3),
+            retry_pause: Duration::from_millis(20),
+            deadline: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClerkError {
+    /// The service refused the request for good (for example, a key over the size limit).
+    #[error("{0}")]
+    Rejected(KvError),
+    /// The deadline passed with no answer; the operation may or may not have taken effect.
+    #[error("no answer within {waited:?} (last error: {last})")]
+    Deadline { waited: Duration, last: String },
+}
+
+pub struct Clerk<T> {
+    transport: T,
+    client_id: u64,
+    /// The sequence number of the last call; the next call uses the next one.
+    seq: u64,
+    /// The server that answered last: most likely the leader.
+    leader: usize,
+    config: ClerkConfig,
+}
+
+impl<T: ClientTransport> Clerk<T> {
+    /// A Clerk with a client id that must be unique among all clients of the service.
+    pub fn new(transport: T, client_id: u64, config: ClerkConfig) -> Clerk<T> {
+        assert!(transport.servers() > 0, "a Clerk needs at least one server");
+        Clerk {
+            transport,
+            client_id,
+            seq: 0,
+            leader: 0,
+            config,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The current value of `key` ("" if it has none).
+    pub async fn get(&mut self, key: &str) -> Result<String, ClerkError> {
+        self.execute(OpKind::Get { key: key.into() }).await
+    }
+
+    pub async fn put(&mut self, key: &str, value: &str) -> Result<(), ClerkError> {
+        let kind = OpKind::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.execute(kind).await.map(drop)
+    }
+
+    pub async fn append(&mut self, key: &str, value: &str) -> Result<(), ClerkError> {
+        let kind = OpKind::Append {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.execute(kind).await.map(drop)
+    }
+
+    /// Runs one operation to completion: the same sequence number on every attempt, so the
+    /// service applies it at most once however many times it is sent.
+    pub async fn execute(&mut self, kind: OpKind) -> Result<String, ClerkError> {
+        self.seq += 1;
+        let op = Op {
+            client_id: self.client_id,
+            seq: self.seq,
+            kind,
+        };
+        let start = Instant::now();
+        let servers = self.transport.servers();
+        let mut failures = 0usize;
+        loop {
+            let attempt = timeout(
+                self.config.rpc_timeout,
+                self.transport.call(self.leader, op.clone()),
+            )
+            .await;
+            let last = match attempt {
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(e))) if !e.is_retryable() => return Err(ClerkError::Rejected(e)),
+                Ok(Ok(Err(e))) => e.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no reply within {:?}", self.config.rpc_timeout),
+            };
+            self.leader = (self.leader + 1) % servers;
+            failures += 1;
+            if let Some(deadline) = self.config.deadline {
+                if start.elapsed() >= deadline {
+                    let waited = start.elapsed();
+                    return Err(ClerkError::Deadline { waited, last });
+                }
+            }
+            if failures % servers == 0 {
+                sleep(self.config.retry_pause).await;
+            }
+        }
+    }
+}

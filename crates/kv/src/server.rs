@@ -1,0 +1,238 @@
+//! `KvServer`: RPC handlers that submit operations to Raft and wait, and the apply loop that
+//! executes committed operations in log order and wakes the waiting handlers.
+//!
+//! ```text
+//! handler: check limits ─ start(op) ─ register waiter at index ─ wait ──────────┐
+//! apply loop: committed entry ─ state machine ─ waiter at that index? ─ wake ───┘
+//! ```
+//!
+//! The apply loop is the only code that changes the key/value state, and a `Get` goes through
+//! the log like any write, so a deposed leader can never answer from stale state.
+
+use crate::op::{KvError, KvReply, Limits, Op, OpKind};
+use crate::state_machine::KvStateMachine;
+use raft::{ApplyMsg, Handle};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, Instant};
+
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    pub limits: Limits,
+    /// Most handlers that may wait for their entry at once; more get `Busy` before proposing.
+    pub max_waiting: usize,
+    /// A handler gives up (answering `Timeout`) after waiting this long for its entry.
+    pub max_wait: Duration,
+    /// How often a waiting handler checks that its term and leadership still hold.
+    pub leadership_poll: Duration,
+    /// Deliberately broken behaviour for negative-control tests; `Fault::None` otherwise.
+    #[doc(hidden)]
+    pub fault: Fault,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            limits: Limits::default(),
+            max_waiting: 10_000,
+            max_wait: Duration::from_secs(2),
+            leadership_poll: Duration::from_millis(20),
+            fault: Fault::None,
+        }
+    }
+}
+
+/// Ways to break the server on purpose, so tests can show that they catch the bug.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// A leader answers `Get` from its local state without going through the log.
+    LocalReads,
+    /// The state machine applies every entry, retries included.
+    NoDuplicateDetection,
+}
+
+struct Waiter {
+    client_id: u64,
+    seq: u64,
+    done: oneshot::Sender<KvReply>,
+}
+
+struct Shared {
+    config: KvConfig,
+    /// Handlers waiting for the entry at an index. Bounded by `config.max_waiting`.
+    waiters: Mutex<BTreeMap<u64, Waiter>>,
+    state: Mutex<KvStateMachine>,
+    /// The last index the apply loop applied.
+    applied: Mutex<u64>,
+}
+
+#[derive(Clone)]
+pub struct KvServer {
+    raft: Handle,
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl KvServer {
+    /// Starts the server's apply loop on a running Raft node; returns at once.
+    pub fn start(raft: Handle, apply: mpsc::Receiver<ApplyMsg>, config: KvConfig) -> KvServer {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(KvStateMachine::new(config.limits)),
+            config,
+            waiters: Mutex::new(BTreeMap::new()),
+            applied: Mutex::new(0),
+        });
+        tokio::spawn(apply_loop(apply, shared.clone()));
+        KvServer { raft, shared }
+    }
+
+    pub fn raft(&self) -> &Handle {
+        &self.raft
+    }
+
+    /// Stops the server and its Raft peer. Waiting handlers answer `WrongLeader`.
+    pub fn kill(&self) {
+        self.raft.kill();
+    }
+
+    /// The last log index applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        *lock(&self.shared.applied)
+    }
+
+    /// A digest of the replica's key/value map, to check that replicas converge.
+    pub fn state_digest(&self) -> u64 {
+        lock(&self.shared.state).digest()
+    }
+
+    /// The `Get` RPC handler.
+    pub async fn get(&self, client_id: u64, seq: u64, key: String) -> KvReply {
+        self.handle(Op {
+            client_id,
+            seq,
+            kind: OpKind::Get { key },
+        })
+        .await
+    }
+
+    /// The `PutAppend` RPC handler (`kind` is a `Put` or an `Append`).
+    pub async fn put_append(&self, op: Op) -> KvReply {
+        debug_assert!(!matches!(op.kind, OpKind::Get { .. }));
+        self.handle(op).await
+    }
+
+    /// Submits `op` to the log and waits until it is applied, leadership is lost, or the wait
+    /// times out.
+    pub async fn handle(&self, op: Op) -> KvReply {
+        let config = &self.shared.config;
+        config.limits.check(&op.kind)?;
+        if let (Fault::LocalReads, OpKind::Get { key }) = (config.fault, &op.kind) {
+            if self.raft.state().1 {
+                return Ok(lock(&self.shared.state).peek(key).unwrap_or("").to_string());
+            }
+        }
+        let (index, term, mut done) = {
+            // The waiter is registered under the same lock as `start`, so the apply loop
+            // cannot apply the entry before its waiter exists.
+            let mut waiters = lock(&self.shared.waiters);
+            if waiters.len() >= config.max_waiting {
+                return Err(KvError::Busy);
+            }
+            let (index, term) = self
+                .raft
+                .start(op.encode())
+                .map_err(|_| KvError::WrongLeader)?;
+            let (tx, rx) = oneshot::channel();
+            // The same index can come back after a leadership change: the older waiter's
+            // entry is gone, and dropping its sender tells it so.
+            waiters.insert(
+                index.0,
+                Waiter {
+                    client_id: op.client_id,
+                    seq: op.seq,
+                    done: tx,
+                },
+            );
+            (index.0, term, rx)
+        };
+        let deadline = Instant::now() + config.max_wait;
+        loop {
+            tokio::select! {
+                biased;
+                reply = &mut done => return reply.unwrap_or(Err(KvError::WrongLeader)),
+                _ = sleep(config.leadership_poll) => {
+                    let (now_term, is_leader) = self.raft.state();
+                    let error = if self.raft.is_killed() || now_term != term || !is_leader {
+                        KvError::WrongLeader
+                    } else if Instant::now() >= deadline {
+                        KvError::Timeout
+                    } else {
+                        continue;
+                    };
+                    self.forget(index, &op);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Removes this handler's waiter (and only this handler's) at `index`.
+    fn forget(&self, index: u64, op: &Op) {
+        let mut waiters = lock(&self.shared.waiters);
+        if waiters
+            .get(&index)
+            .is_some_and(|w| w.client_id == op.client_id && w.seq == op.seq)
+        {
+            waiters.remove(&index);
+        }
+    }
+}
+
+/// Applies committed entries in order, the only writer of the state machine, and wakes the
+/// handler waiting at each index if it waits for this very operation; a different operation
+/// at its index means its own was lost with a leadership change.
+async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>) {
+    while let Some(msg) = apply.recv().await {
+        let index = msg.index.0;
+        {
+            let mut applied = lock(&shared.applied);
+            assert_eq!(index, *applied + 1, "entries must be applied in order");
+            *applied = index;
+        }
+        let op = match Op::decode(&msg.command) {
+            Ok(op) => op,
+            Err(e) => {
+                // Every replica skips the same entry, so they stay identical.
+                tracing::error!(index, "skipping an undecodable log entry: {e}");
+                continue;
+            }
+        };
+        let reply = {
+            let mut state = lock(&shared.state);
+            if shared.config.fault == Fault::NoDuplicateDetection {
+                // A fresh session per entry: nothing is ever recognised as a retry.
+                state.apply(&Op {
+                    client_id: (1 << 63) | index,
+                    ..op.clone()
+                })
+            } else {
+                state.apply(&op)
+            }
+        };
+        let waiter = lock(&shared.waiters).remove(&index);
+        if let Some(w) = waiter {
+            if w.client_id == op.client_id && w.seq == op.seq {
+                let _ = w.done.send(reply);
+            }
+        }
+    }
+    // The node stopped: every handler still waiting learns it from its dropped sender.
+    lock(&shared.waiters).clear();
+}

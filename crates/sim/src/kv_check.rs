@@ -1,0 +1,66 @@
+//! Checks a recorded key/value history with the linearizability checker. An illegal history
+//! fails the test and leaves a visual report under `target/linearizability/`; so does a
+//! history the checker cannot decide within its budget (the course lets that pass; we do not).
+
+use crate::kv_cluster::Record;
+use kv::OpKind;
+use linearizability::kv::{KvInput, KvModel, KvOutput};
+use linearizability::{check_operations_verbose, write_report, CheckResult, Operation};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The checker's budget for one history. Generous: a timeout fails the test.
+pub const CHECK_BUDGET: Duration = Duration::from_secs(60);
+
+pub fn to_operations(history: &[Record]) -> Vec<Operation<KvInput, KvOutput>> {
+    history
+        .iter()
+        .map(|r| Operation {
+            client_id: r.client,
+            input: match &r.kind {
+                OpKind::Get { key } => KvInput::get(key.clone()),
+                OpKind::Put { key, value } => KvInput::put(key.clone(), value.clone()),
+                OpKind::Append { key, value } => KvInput::append(key.clone(), value.clone()),
+            },
+            call: r.call,
+            output: KvOutput::new(r.output.clone()),
+            return_time: r.ret,
+        })
+        .collect()
+}
+
+/// Where the report of test `name` on `seed` goes.
+pub fn report_path(name: &str, seed: u64) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target
+        .join("linearizability")
+        .join(format!("{name}-seed{seed}.html"))
+}
+
+/// Panics unless the checker proves `history` linearizable within [`CHECK_BUDGET`].
+pub fn check_linearizable(history: &[Record], name: &str, seed: u64) {
+    let ops = to_operations(history);
+    let t0 = Instant::now();
+    let (result, info) = check_operations_verbose(&KvModel, &ops, Some(CHECK_BUDGET));
+    let took = t0.elapsed();
+    eprintln!(
+        "{name}: checker decided {result:?} on {} operations in {took:?}",
+        ops.len()
+    );
+    if result == CheckResult::Ok {
+        return;
+    }
+    let path = report_path(name, seed);
+    let written = std::fs::create_dir_all(path.parent().expect("parent"))
+        .and_then(|_| write_report(&KvModel, &info, &path));
+    let report = match written {
+        Ok(()) => format!("report: {}", path.display()),
+        Err(e) => format!("could not write the report to {}: {e}", path.display()),
+    };
+    match result {
+        CheckResult::Illegal => panic!("history is not linearizable; {report}"),
+        _ => panic!("linearizability check timed out after {took:?}; {report}"),
+    }
+}

@@ -1,0 +1,414 @@
+//! The key/value test fixture, a port of the course's `kvraft/config.go`: key/value servers on
+//! the simulated network, Clerks whose endpoints are shuffled and only partly connected,
+//! partitions, shutdown and restart of servers from a copied persister, and a record of every
+//! Clerk call for the linearizability checker.
+//!
+//! Client RPCs follow `labrpc`: a call through a disabled endpoint fails after 0–100 ms; in
+//! unreliable mode a request is delayed 0–26 ms and dropped with probability 10%, and a reply
+//! dropped with probability 10%; a server that dies while handling a call never answers it.
+
+use crate::net::Network;
+use crate::persister::MemPersister;
+use crate::trace::Trace;
+use kv::{Clerk, ClerkConfig, ClientTransport, KvConfig, KvReply, KvServer, Op, OpKind, RpcError};
+use raft::{Config, NodeConfig, NodeId};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// The course's key/value tests wait this long for a new term.
+pub const KV_ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One recorded Clerk call. Times are virtual nanoseconds since the cluster started.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub client: u64,
+    pub kind: OpKind,
+    /// The value a `Get` returned (empty for writes).
+    pub output: String,
+    pub call: u64,
+    pub ret: u64,
+}
+
+#[derive(Clone)]
+pub struct KvCluster {
+    n: usize,
+    net: Network,
+    trace: Trace,
+    state: Arc<Mutex<State>>,
+    history: Arc<Mutex<Vec<Record>>>,
+    start: Instant,
+}
+
+struct State {
+    rng: ChaCha8Rng,
+    kv_config: KvConfig,
+    servers: Vec<Option<KvServer>>,
+    /// Bumped on every start and shutdown, so a call in flight to a dead server never returns.
+    generations: Vec<u64>,
+    persisters: Vec<MemPersister>,
+    /// Client endpoints: (server, enabled).
+    ends: Vec<(usize, bool)>,
+    reliable: bool,
+    next_client: u64,
+}
+
+impl KvCluster {
+    pub fn new(n: usize, unreliable: bool, seed: u64) -> KvCluster {
+        KvCluster::with_config(n, unreliable, seed, KvConfig::default())
+    }
+
+    /// A cluster whose servers use `kv_config` (the negative controls use its faults).
+    pub fn with_config(n: usize, unreliable: bool, seed: u64, kv_config: KvConfig) -> KvCluster {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let trace = Trace::new();
+        let net = Network::new(rng.gen(), trace.clone());
+        net.set_reliable(!unreliable);
+        let cluster = KvCluster {
+            n,
+            net,
+            trace,
+            state: Arc::new(Mutex::new(State {
+                rng,
+                kv_config,
+                servers: vec![None; n],
+                generations: vec![0; n],
+                persisters: (0..n).map(|_| MemPersister::new()).collect(),
+                ends: Vec::new(),
+                reliable: !unreliable,
+                next_client: 0,
+            })),
+            history: Arc::new(Mutex::new(Vec::new())),
+            start: Instant::now(),
+        };
+        for i in 0..n {
+            cluster.start_server(i);
+        }
+        cluster.connect_all();
+        cluster
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.n).collect()
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    pub fn rand(&self, range: std::ops::Range<u64>) -> u64 {
+        self.state().rng.gen_range(range)
+    }
+
+    /// Virtual nanoseconds since the cluster started.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn set_unreliable(&self, unreliable: bool) {
+        self.state().reliable = !unreliable;
+        self.net.set_reliable(!unreliable);
+    }
+
+    pub fn server(&self, i: usize) -> Option<KvServer> {
+        self.state().servers[i].clone()
+    }
+
+    /// The size of server `i`'s persisted Raft state.
+    pub fn log_size(&self, i: usize) -> usize {
+        self.state().persisters[i].raft_state_size()
+    }
+
+    // ------------------------------------------------------------ servers
+
+    /// Starts server `i` (a key/value server and its Raft peer) from its persisted state.
+    /// Returns at once. Its Raft links are left as they were; call `connect_all` or
+    /// `partition` to change them.
+    pub fn start_server(&self, i: usize) {
+        let mut st = self.state();
+        assert!(st.servers[i].is_none(), "server {i} is already running");
+        let persister = st.persisters[i].copy();
+        st.persisters[i] = persister.clone();
+        let (transport, inbox) = self.net.add_node(i as NodeId);
+        let peers = (0..self.n as NodeId).collect();
+        let config = NodeConfig::new(Config::new(i as NodeId, peers, st.rng.gen()));
+        let (raft, apply) = raft::spawn(config, persister, transport, inbox);
+        st.servers[i] = Some(KvServer::start(raft, apply, st.kv_config.clone()));
+        st.generations[i] += 1;
+    }
+
+    /// Shuts server `i` down like a crash: no reply to any call after this, even calls in
+    /// flight; it keeps only what it persisted (the persister is copied).
+    pub fn shutdown_server(&self, i: usize) {
+        self.disconnect(i, &self.all());
+        self.net.remove_node(i as NodeId);
+        let mut st = self.state();
+        st.generations[i] += 1;
+        if let Some(server) = st.servers[i].take() {
+            server.kill();
+        }
+        st.persisters[i] = st.persisters[i].copy();
+    }
+
+    /// Enables Raft traffic between `i` and each server in `to`, both ways.
+    pub fn connect(&self, i: usize, to: &[usize]) {
+        for &j in to {
+            self.net.enable(i as NodeId, j as NodeId, true);
+            self.net.enable(j as NodeId, i as NodeId, true);
+        }
+    }
+
+    pub fn disconnect(&self, i: usize, from: &[usize]) {
+        for &j in from {
+            self.net.enable(i as NodeId, j as NodeId, false);
+            self.net.enable(j as NodeId, i as NodeId, false);
+        }
+    }
+
+    pub fn connect_all(&self) {
+        let all = self.all();
+        for i in 0..self.n {
+            self.connect(i, &all);
+        }
+    }
+
+    /// Two partitions: servers talk only to servers of their own side.
+    pub fn partition(&self, p1: &[usize], p2: &[usize]) {
+        for &i in p1 {
+            self.disconnect(i, p2);
+            self.connect(i, p1);
+        }
+        for &i in p2 {
+            self.disconnect(i, p1);
+            self.connect(i, p2);
+        }
+    }
+
+    /// A server that believes it leads, if any.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.n).find(|&i| self.server(i).is_some_and(|s| s.raft().state().1))
+    }
+
+    /// The course's `make_partition`: a majority without the leader, and a minority holding
+    /// it (last).
+    pub fn make_partition(&self) -> (Vec<usize>, Vec<usize>) {
+        let leader = self.leader().unwrap_or(0);
+        let others: Vec<usize> = (0..self.n).filter(|&i| i != leader).collect();
+        let (p1, rest) = others.split_at(self.n / 2 + 1);
+        let mut p2 = rest.to_vec();
+        p2.push(leader);
+        (p1.to_vec(), p2)
+    }
+
+    /// Waits until every running server has applied the same prefix of the log and checks
+    /// that their states are identical (replicas converge after healing).
+    pub async fn check_replicas_converge(&self) {
+        let t0 = Instant::now();
+        loop {
+            let servers: Vec<KvServer> = self.state().servers.iter().flatten().cloned().collect();
+            let applied: Vec<u64> = servers.iter().map(KvServer::applied_index).collect();
+            if applied.iter().all(|&a| a == applied[0]) {
+                let digests: Vec<u64> = servers.iter().map(KvServer::state_digest).collect();
+                assert!(
+                    digests.iter().all(|&d| d == digests[0]),
+                    "replicas applied the same log prefix ({}) but hold different states",
+                    applied[0]
+                );
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "replicas did not converge: applied indexes {applied:?}"
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // ------------------------------------------------------------ clients
+
+    /// A Clerk with endpoints to every server, in shuffled order, enabled only to `to`.
+    pub fn make_client(&self, to: &[usize]) -> SimClerk {
+        let mut st = self.state();
+        let mut order: Vec<usize> = (0..self.n).collect();
+        order.shuffle(&mut st.rng);
+        let ends = order
+            .into_iter()
+            .map(|server| {
+                st.ends.push((server, to.contains(&server)));
+                st.ends.len() - 1
+            })
+            .collect();
+        st.next_client += 1;
+        let client_id = st.rng.gen::<u64>() ^ st.next_client;
+        drop(st);
+        let transport = SimClientTransport {
+            cluster: self.clone(),
+            ends,
+        };
+        let config = ClerkConfig::default();
+        SimClerk {
+            clerk: Clerk::new(transport, client_id, config),
+        }
+    }
+
+    /// Enables exactly the client's endpoints (see [`SimClerk::ends`]) to the servers in `to`.
+    pub fn connect_client(&self, ends: &[usize], to: &[usize]) {
+        let mut st = self.state();
+        for &end in ends {
+            let server = st.ends[end].0;
+            st.ends[end].1 = to.contains(&server);
+        }
+    }
+
+    pub fn disconnect_client(&self, ends: &[usize], from: &[usize]) {
+        let mut st = self.state();
+        for &end in ends {
+            if from.contains(&st.ends[end].0) {
+                st.ends[end].1 = false;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ recorded calls
+
+    /// `ck.get(key)`, recorded in the history under client number `client`.
+    pub async fn get(&self, ck: &mut SimClerk, key: &str, client: u64) -> String {
+        self.recorded(ck, OpKind::Get { key: key.into() }, client)
+            .await
+    }
+
+    pub async fn put(&self, ck: &mut SimClerk, key: &str, value: &str, client: u64) {
+        let kind = OpKind::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.recorded(ck, kind, client).await;
+    }
+
+    pub async fn append(&self, ck: &mut SimClerk, key: &str, value: &str, client: u64) {
+        let kind = OpKind::Append {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.recorded(ck, kind, client).await;
+    }
+
+    async fn recorded(&self, ck: &mut SimClerk, kind: OpKind, client: u64) -> String {
+        let call = self.now();
+        let output = match ck.clerk.execute(kind.clone()).await {
+            Ok(v) => v,
+            Err(e) => panic!("{kind:?} failed: {e}"),
+        };
+        let ret = self.now();
+        self.trace.record(&ret.to_le_bytes());
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.push(Record {
+            client,
+            kind,
+            output: output.clone(),
+            call,
+            ret,
+        });
+        output
+    }
+
+    /// Every recorded call so far.
+    pub fn history(&self) -> Vec<Record> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One client RPC through endpoint `end`, with the course's semantics.
+    async fn call(&self, end: usize, op: Op) -> Result<KvReply, RpcError> {
+        let (server, enabled, reliable, latency) = {
+            let mut st = self.state();
+            let (server, enabled) = st.ends[end];
+            let latency = Duration::from_micros(st.rng.gen_range(100..1000));
+            (server, enabled, st.reliable, latency)
+        };
+        let target = {
+            let st = self.state();
+            st.servers[server]
+                .clone()
+                .map(|s| (s, st.generations[server]))
+        };
+        let (Some((kv, generation)), true) = (target, enabled) else {
+            sleep(Duration::from_millis(self.rand(0..100))).await;
+            return Err(RpcError(format!("server {server} unreachable")));
+        };
+        if !reliable {
+            sleep(Duration::from_millis(self.rand(0..27))).await;
+            if self.rand(0..1000) < 100 {
+                return Err(RpcError("request lost".into()));
+            }
+        }
+        sleep(latency).await;
+        let alive = |c: &KvCluster| c.state().generations[server] == generation;
+        if !alive(self) {
+            return Err(RpcError(format!("server {server} died")));
+        }
+        let mut handler = tokio::spawn(async move { kv.handle(op).await });
+        let reply = loop {
+            tokio::select! {
+                biased;
+                r = &mut handler => break r.map_err(|e| RpcError(format!("handler failed: {e}")))?,
+                _ = sleep(Duration::from_millis(100)) => {
+                    if !alive(self) {
+                        return Err(RpcError(format!("server {server} died")));
+                    }
+                }
+            }
+        };
+        let delivered = {
+            let mut st = self.state();
+            let end_ok = st.ends[end].1;
+            let lost = !st.reliable && st.rng.gen_range(0..1000) < 100;
+            end_ok && st.generations[server] == generation && !lost
+        };
+        if !delivered {
+            return Err(RpcError("reply lost".into()));
+        }
+        sleep(latency).await;
+        Ok(reply)
+    }
+}
+
+/// A Clerk whose endpoints go through the simulated network.
+pub struct SimClerk {
+    pub clerk: Clerk<SimClientTransport>,
+}
+
+impl SimClerk {
+    /// The client's endpoint ids, to connect or disconnect them later.
+    pub fn ends(&self) -> Vec<usize> {
+        self.clerk.transport().ends.clone()
+    }
+}
+
+pub struct SimClientTransport {
+    cluster: KvCluster,
+    ends: Vec<usize>,
+}
+
+impl ClientTransport for SimClientTransport {
+    fn servers(&self) -> usize {
+        self.ends.len()
+    }
+
+    async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
+        self.cluster.call(self.ends[server], op).await
+    }
+}
