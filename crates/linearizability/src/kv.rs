@@ -100,6 +100,23 @@ impl Model for KvModel {
         }
     }
 
+    /// A read of `v` can only become legal from `state` if `v` extends
+    /// `state` (appends only grow the value) or extends the value of a put
+    /// that may still come first (the last put before the read resets it).
+    fn may_become_legal<'a>(
+        &self,
+        state: &String,
+        input: &KvInput,
+        output: &KvOutput,
+        mut available: impl Iterator<Item = &'a KvOperation>,
+    ) -> bool {
+        input.op != KvOp::Get
+            || output.value.starts_with(state.as_str())
+            || available.any(|o| {
+                o.input.op == KvOp::Put && output.value.starts_with(o.input.value.as_str())
+            })
+    }
+
     /// One part per key, in order of first appearance.
     fn partition(&self, ops: &[KvOperation]) -> Vec<Vec<usize>> {
         let mut part_of_key: HashMap<&str, usize> = HashMap::new();

@@ -73,6 +73,34 @@ pub trait Model {
     /// A label for a state in reports.
     fn describe_state(&self, state: &Self::State) -> String;
 
+    /// An optional pruning hint, consulted when `step` rejects an operation
+    /// in `state`.
+    ///
+    /// The operation must still be linearized later, after some sequence of
+    /// operations drawn from `available`: the other unlinearized operations
+    /// that were called before it returned. Return `false` only if no such
+    /// sequence can lead from `state` to a state in which `step` accepts it;
+    /// the search then abandons `state` at once instead of trying every order
+    /// of the pending operations. A model whose values only grow between
+    /// overwrites (like [`crate::kv::KvModel`]) can usually tell cheaply, and
+    /// that turns refuting a wrong guess from exponential into constant work.
+    /// Returning `false` wrongly makes the checker unsound; the default,
+    /// `true`, never prunes.
+    fn may_become_legal<'a>(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: &Self::Output,
+        available: impl Iterator<Item = &'a Operation<Self::Input, Self::Output>>,
+    ) -> bool
+    where
+        Self::Input: 'a,
+        Self::Output: 'a,
+    {
+        let _ = (state, input, output, available);
+        true
+    }
+
     /// A heading for one part returned by [`Model::partition`], given that
     /// part's operations (never empty), e.g. the key they share. The default
     /// is empty, in which case reports number the parts instead.

@@ -145,7 +145,24 @@ struct Frame<S> {
     next: usize,
 }
 
-const KEY_MODE: u8 = 1;
+const KEY_MODE: u8 = 0;
+const PRUNE: bool = true;
+
+struct Available<'l> { list: &'l EventList, node: u32, stop: u32, skip: u32 }
+impl Iterator for Available<'_> {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        while self.node != self.stop && self.node != NIL {
+            let n = self.node as usize;
+            self.node = self.list.next[n];
+            if self.list.is_call[n] && self.list.op[n] != self.skip {
+                return Some(self.list.op[n]);
+            }
+        }
+        None
+    }
+}
+
 
 pub(crate) fn search<M: Model>(
     model: &M,
@@ -215,6 +232,13 @@ pub(crate) fn search<M: Model>(
             next += 1;
             let candidate = ops[op];
             let Some(next_state) = model.step(&state, &candidate.input, &candidate.output) else {
+                if PRUNE {
+                let ret = list.return_node[op];
+                let available = Available { list: &list, node: list.next[HEAD as usize], stop: ret, skip: op as u32 }.map(|o| ops[o as usize]);
+                if !model.may_become_legal(&state, &candidate.input, &candidate.output, available) {
+                    next = candidates.len();
+                }
+                }
                 continue;
             };
             let next_fp = fingerprint(&next_state);

@@ -47,7 +47,8 @@ pub enum MessageBody {
         index: LogIndex,
         /// Fast backtracking hints (on failure): the term of the follower's entry at the rejected
         /// index (None if its log is shorter) and the first index it holds for that term, or its
-        /// last index + 1 when the log is too short.
+        /// last index + 1 when the log is too short. `conflict_index` 0 marks the refusal of a
+        /// request from an older term, which says nothing about the log.
         conflict_term: Option<Term>,
         conflict_index: LogIndex,
     },

@@ -600,8 +600,11 @@ impl Raft {
             return;
         }
         // A rejection of something at or below the match point, or of a probe other than the
-        // outstanding one, is an old message overtaken by events.
-        let stale = index <= pr.match_index
+        // outstanding one, is an old message overtaken by events. So is the answer to a request
+        // from one of our earlier terms (conflict_index 0, see `reject_stale`): if it carried a
+        // higher term we would have stepped down already.
+        let stale = conflict_index == LogIndex(0)
+            || index <= pr.match_index
             || matches!(pr.mode, ProgressMode::Probe { .. }) && index != pr.next_index.prev();
         if stale {
             return;

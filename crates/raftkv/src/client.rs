@@ -1,0 +1,171 @@
+//! The Clerk's transport over TCP: one multiplexed connection per server, opened on first use
+//! and reopened after a failure. Many Clerks (one per RESP connection, say) can share one
+//! `TcpClient`.
+
+use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
+use futures::{SinkExt, StreamExt};
+use kv::{ClientTransport, KvReply, Op, RpcError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Requests queued per connection before callers wait.
+const CONN_QUEUE: usize = 1024;
+
+/// Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct TcpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addrs: Vec<SocketAddr>,
+    conns: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    next_id: AtomicU64,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
+
+struct Conn {
+    requests: mpsc::Sender<ClientFrame>,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+}
+
+/// Removes a call's pending slot however the call ends (reply, error, or the caller's timeout
+/// dropping the future).
+struct PendingGuard {
+    pending: Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+impl TcpClient {
+    pub fn new(addrs: Vec<SocketAddr>) -> TcpClient {
+        let conns = addrs.iter().map(|_| tokio::sync::Mutex::new(None)).collect();
+        TcpClient {
+            inner: Arc::new(Inner {
+                addrs,
+                conns,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    async fn conn(&self, server: usize) -> Result<Arc<Conn>, RpcError> {
+        let mut slot = self.inner.conns[server].lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.alive.load(Ordering::SeqCst)) {
+            return Ok(conn.clone());
+        }
+        let addr = self.inner.addrs[server];
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RpcError(format!("connecting to {addr} timed out")))?
+            .map_err(|e| RpcError(format!("cannot connect to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, wire::codec());
+        framed
+            .send(wire::encode(&Hello::Client))
+            .await
+            .map_err(|e| RpcError(format!("{addr}: {e}")))?;
+        let conn = Arc::new(start_conn(framed));
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn round_trip(&self, server: usize, frame: impl FnOnce(u64) -> ClientFrame) -> Result<ServerFrame, RpcError> {
+        let conn = self.conn(server).await?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let _guard = PendingGuard {
+            pending: conn.pending.clone(),
+            id,
+        };
+        let addr = self.inner.addrs[server];
+        conn.requests
+            .send(frame(id))
+            .await
+            .map_err(|_| RpcError(format!("connection to {addr} closed")))?;
+        rx.await.map_err(|_| RpcError(format!("connection to {addr} lost")))
+    }
+
+    /// Asks server `server` for its status.
+    pub async fn status(&self, server: usize) -> Result<NodeStatus, RpcError> {
+        match self.round_trip(server, |id| ClientFrame::Status { id }).await? {
+            ServerFrame::Status { status, .. } => Ok(status),
+            other => Err(RpcError(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+fn start_conn(framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>) -> Conn {
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<ClientFrame>(CONN_QUEUE);
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let alive = Arc::new(AtomicBool::new(true));
+    let writer_alive = alive.clone();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut ok = sink.feed(wire::encode(&first)).await.is_ok();
+            while let Ok(next) = rx.try_recv() {
+                ok = ok && sink.feed(wire::encode(&next)).await.is_ok();
+            }
+            if !ok || sink.flush().await.is_err() {
+                break;
+            }
+        }
+        writer_alive.store(false, Ordering::SeqCst);
+    });
+    let (reader_pending, reader_alive) = (pending.clone(), alive.clone());
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = stream.next().await {
+            let Ok(reply) = wire::decode::<ServerFrame>(&frame) else {
+                break;
+            };
+            let waiter = reader_pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&reply.id());
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(reply);
+            }
+        }
+        reader_alive.store(false, Ordering::SeqCst);
+        // Every call still waiting learns that its connection is gone.
+        reader_pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    });
+    Conn {
+        requests: tx,
+        pending,
+        alive,
+    }
+}
+
+impl ClientTransport for TcpClient {
+    fn servers(&self) -> usize {
+        self.inner.addrs.len()
+    }
+
+    async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
+        match self.round_trip(server, |id| ClientFrame::Request { id, op }).await? {
+            ServerFrame::Reply { reply, .. } => Ok(reply),
+            other => Err(RpcError(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

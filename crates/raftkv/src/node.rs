@@ -1,0 +1,210 @@
+//! One raftkv server process: the Raft node on the write-ahead log, the key/value server,
+//! the TCP listener for peers and clients, and the optional Redis-protocol listener.
+
+use crate::client::TcpClient;
+use crate::storage::WalStorage;
+use crate::transport::TcpTransport;
+use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use kv::{Clerk, ClerkConfig, KvConfig, KvServer, Limits};
+use raft::{Config, Message, NodeConfig, NodeId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::Framed;
+
+/// Inbound Raft messages buffered before new ones are dropped.
+const INBOX: usize = 4096;
+/// Client requests one connection may have in flight; more wait to be read.
+const CLIENT_INFLIGHT: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub id: NodeId,
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub data_dir: PathBuf,
+    /// Where to listen for peers and clients; defaults to this node's entry in `peers`.
+    pub listen: Option<SocketAddr>,
+    /// Where to listen for the Redis protocol, if at all.
+    pub resp: Option<SocketAddr>,
+    pub limits: Limits,
+}
+
+/// A running server.
+pub struct Server {
+    pub kv: KvServer,
+    pub listen: SocketAddr,
+    pub resp: Option<SocketAddr>,
+}
+
+/// Opens the storage and starts serving. Storage errors come back as
+/// [`crate::storage::OpenError`] inside the `anyhow::Error`, so the caller can choose the exit
+/// code.
+pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
+    anyhow::ensure!(
+        opts.peers.contains_key(&opts.id),
+        "--peers must include this node's id {}",
+        opts.id
+    );
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
+    let (storage, torn) = WalStorage::open(&opts.data_dir)?;
+    if let Some(path) = torn {
+        tracing::warn!("recovery cut an incomplete last record; its bytes are in {}", path.display());
+    }
+    let listen = opts.listen.unwrap_or(opts.peers[&opts.id]);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listen = listener.local_addr()?;
+
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+    let transport = TcpTransport::start(opts.id, &opts.peers);
+    let peers: Vec<NodeId> = opts.peers.keys().copied().collect();
+    let config = NodeConfig::new(Config::new(opts.id, peers, rand::random()));
+    let (raft, apply) = raft::spawn(config, storage, transport, inbox_rx);
+    let kv_config = KvConfig {
+        limits: opts.limits,
+        ..KvConfig::default()
+    };
+    let kv = KvServer::start(raft, apply, kv_config);
+    tokio::spawn(accept_loop(listener, inbox_tx, kv.clone(), opts.peers.clone()));
+
+    let mut resp = None;
+    if let Some(addr) = opts.resp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the Redis protocol"))?;
+        resp = Some(listener.local_addr()?);
+        // Every RESP connection is a Clerk of its own over connections shared by all of them;
+        // ours first, so a request reaches the leader in one hop when we lead.
+        let mut addrs = vec![listen];
+        addrs.extend(opts.peers.iter().filter(|(&id, _)| id != opts.id).map(|(_, &a)| a));
+        let client = TcpClient::new(addrs);
+        let make_clerk = move || {
+            let config = ClerkConfig {
+                deadline: Some(Duration::from_secs(10)),
+                ..ClerkConfig::default()
+            };
+            Clerk::new(client.clone(), rand::random(), config)
+        };
+        let limits = crate::resp::RespLimits::for_values(opts.limits.max_value_bytes);
+        tokio::spawn(crate::resp::serve(listener, make_clerk, limits));
+    }
+    Ok(Server { kv, listen, resp })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    inbox: mpsc::Sender<Message>,
+    kv: KvServer,
+    peers: BTreeMap<NodeId, SocketAddr>,
+) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (inbox, kv, peers) = (inbox.clone(), kv.clone(), peers.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, inbox, kv, &peers).await {
+                tracing::debug!(%addr, "connection closed: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    inbox: mpsc::Sender<Message>,
+    kv: KvServer,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut framed = Framed::new(stream, wire::codec());
+    let first = framed.next().await.context("closed before hello")??;
+    match wire::decode::<Hello>(&first)? {
+        Hello::Peer { from } => {
+            anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
+            while let Some(frame) = framed.next().await {
+                let msg: Message = wire::decode(&frame?)?;
+                anyhow::ensure!(msg.from == from, "peer {from} sent a message as {}", msg.from);
+                // A full inbox drops the message, like a lossy link; Raft retries.
+                let _ = inbox.try_send(msg);
+            }
+            Ok(())
+        }
+        Hello::Client => serve_client(framed, kv).await,
+    }
+}
+
+/// Client requests on one connection run concurrently (bounded); replies go back as they
+/// complete, matched by id.
+async fn serve_client(framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>, kv: KvServer) -> anyhow::Result<()> {
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<ServerFrame>(CLIENT_INFLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            sink.feed(wire::encode(&first)).await?;
+            while let Ok(next) = rx.try_recv() {
+                sink.feed(wire::encode(&next)).await?;
+            }
+            sink.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let inflight = Arc::new(Semaphore::new(CLIENT_INFLIGHT));
+    while let Some(frame) = stream.next().await {
+        match wire::decode::<ClientFrame>(&frame?)? {
+            ClientFrame::Request { id, op } => {
+                let permit = inflight.clone().acquire_owned().await?;
+                let (kv, tx) = (kv.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = kv.handle(op).await;
+                    let _ = tx.send(ServerFrame::Reply { id, reply }).await;
+                    drop(permit);
+                });
+            }
+            ClientFrame::Status { id } => {
+                let status = status(&kv);
+                let _ = tx.send(ServerFrame::Status { id, status }).await;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+pub fn status(kv: &KvServer) -> NodeStatus {
+    let (id, term, is_leader, leader_hint, commit_index, last_index) = kv.raft().inspect(|r| {
+        (
+            r.id(),
+            r.term().0,
+            r.is_leader(),
+            r.leader_id(),
+            r.log().committed().0,
+            r.log().last_index().0,
+        )
+    });
+    NodeStatus {
+        id,
+        term,
+        is_leader,
+        leader_hint,
+        commit_index,
+        last_index,
+        applied_index: kv.applied_index(),
+        state_digest: kv.state_digest(),
+    }
+}
