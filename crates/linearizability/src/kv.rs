@@ -100,21 +100,39 @@ impl Model for KvModel {
         }
     }
 
-    /// A read of `v` can only become legal from `state` if `v` extends
-    /// `state` (appends only grow the value) or extends the value of a put
-    /// that may still come first (the last put before the read resets it).
+    /// A read of `v` can only become legal from `state` if `v` is `state`
+    /// followed by values of available appends, or the value of an available
+    /// put (the last one applied) followed by such values. Checking that the
+    /// tail can be spelled with those values, each usable any number of
+    /// times, is an over-approximation, so pruning stays sound.
     fn may_become_legal<'a>(
         &self,
         state: &String,
         input: &KvInput,
         output: &KvOutput,
-        mut available: impl Iterator<Item = &'a KvOperation>,
+        available: impl Iterator<Item = &'a KvOperation>,
     ) -> bool {
-        input.op != KvOp::Get
-            || output.value.starts_with(state.as_str())
-            || available.any(|o| {
-                o.input.op == KvOp::Put && output.value.starts_with(o.input.value.as_str())
-            })
+        if input.op != KvOp::Get {
+            return true;
+        }
+        let mut appends: Vec<&[u8]> = Vec::new();
+        let mut puts: Vec<&str> = Vec::new();
+        for op in available {
+            match op.input.op {
+                KvOp::Append if !op.input.value.is_empty() => {
+                    appends.push(op.input.value.as_bytes())
+                }
+                KvOp::Put => puts.push(&op.input.value),
+                _ => {}
+            }
+        }
+        let target = output.value.as_str();
+        let reachable_from = |base: &str| {
+            target
+                .strip_prefix(base)
+                .is_some_and(|tail| spelled_by(tail.as_bytes(), &appends))
+        };
+        reachable_from(state) || puts.into_iter().any(reachable_from)
     }
 
     /// One part per key, in order of first appearance.
@@ -148,6 +166,26 @@ impl Model for KvModel {
             .map(|op| format!("key {}", op.input.key))
             .unwrap_or_default()
     }
+}
+
+/// Whether `text` is a concatenation of `pieces` (each any number of times).
+fn spelled_by(text: &[u8], pieces: &[&[u8]]) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let mut reachable = vec![false; text.len() + 1];
+    reachable[0] = true;
+    for at in 0..text.len() {
+        if !reachable[at] {
+            continue;
+        }
+        for piece in pieces {
+            if text[at..].starts_with(piece) {
+                reachable[at + piece.len()] = true;
+            }
+        }
+    }
+    reachable[text.len()]
 }
 
 #[cfg(test)]

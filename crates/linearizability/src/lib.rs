@@ -106,7 +106,7 @@ pub mod kv;
 mod memo;
 mod model;
 mod report;
-mod search;
+pub mod search;
 
 pub use checker::{check_operations, check_operations_verbose, CheckResult};
 pub use info::{CheckInfo, LinearizedOp, OpInfo, PartitionInfo};

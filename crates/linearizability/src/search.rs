@@ -143,10 +143,13 @@ struct Frame<S> {
     fingerprint_before: u128,
     candidates: Vec<u32>,
     next: usize,
+    at_step: u64,
 }
 
 const KEY_MODE: u8 = 0;
 const PRUNE: bool = true;
+pub static DEBUG_DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+const LOOK: usize = 8;
 
 struct Available<'l> { list: &'l EventList, node: u32, stop: u32, skip: u32 }
 impl Iterator for Available<'_> {
@@ -209,11 +212,14 @@ pub(crate) fn search<M: Model>(
         c
     };
 
+    let mut hist: Vec<u64> = Vec::new();
     let mut steps = 0u64;
     let mut candidates = collect(&list, &kind);
     let mut next = 0usize;
     while list.next[HEAD as usize] != NIL {
         if steps & (DEADLINE_CHECK_INTERVAL - 1) == 0 && budget.exhausted() {
+            let mut top: Vec<(u64, usize)> = hist.iter().enumerate().map(|(d, &c)| (c, d)).collect();
+            top.sort(); top.reverse(); eprintln!("hist top {:?}", &top[..10.min(top.len())]);
             eprintln!(
                 "timeout: steps {steps} memo {} longest {} of {}",
                 memo.len(),
@@ -266,7 +272,15 @@ pub(crate) fn search<M: Model>(
                 fingerprint_before: std::mem::replace(&mut state_fp, next_fp),
                 candidates: std::mem::take(&mut candidates),
                 next,
+                at_step: steps,
             });
+            if hist.len() <= stack.len() { hist.resize(stack.len() + 1, 0); }
+            hist[stack.len()] += 1;
+            if DEBUG_DEPTH.load(std::sync::atomic::Ordering::Relaxed) == stack.len() {
+                let mut ids: Vec<usize> = stack.iter().map(|f| f.op as usize).filter(|&o| o + 40 > stack.len()).collect();
+                ids.sort();
+                eprintln!("cfg {:?} state {:?}", ids, state);
+            }
             if stack.len() > longest.len() {
                 longest.truncate(agree);
                 longest.extend(stack[agree..].iter().map(|f| f.op as usize));
@@ -274,6 +288,28 @@ pub(crate) fn search<M: Model>(
             }
             candidates = collect(&list, &kind);
             next = 0;
+            if LOOK > 0 {
+                let mut node = list.next[HEAD as usize];
+                let mut seen = 0;
+                let mut past_first_return = false;
+                while node != NIL && seen < LOOK {
+                    let n = node as usize;
+                    node = list.next[n];
+                    if !list.is_call[n] { past_first_return = true; continue; }
+                    if !past_first_return { continue; }
+                    seen += 1;
+                    let o = list.op[n] as usize;
+                    if kind[o] == 2 { continue; }
+                    let g = ops[o];
+                    if model.step(&state, &g.input, &g.output).is_none() {
+                        let available = Available { list: &list, node: list.next[HEAD as usize], stop: list.return_node[o], skip: o as u32 }.map(|x| ops[x as usize]);
+                        if !model.may_become_legal(&state, &g.input, &g.output, available) {
+                            next = candidates.len();
+                            break;
+                        }
+                    }
+                }
+            }
         } else {
             let Some(frame) = stack.pop() else {
                 return SearchOutcome {
@@ -282,6 +318,10 @@ pub(crate) fn search<M: Model>(
                 };
             };
             agree = agree.min(stack.len());
+            if steps - frame.at_step > 200_000 {
+                let o = ops[frame.op as usize];
+                eprintln!("dead subtree {} steps at depth {} root op {} {:?} [{}, {}] state {:?}", steps - frame.at_step, stack.len(), frame.op, o.input, o.call, o.return_time, frame.state_before);
+            }
             state = frame.state_before;
             state_fp = frame.fingerprint_before;
             let undone = frame.op as usize;

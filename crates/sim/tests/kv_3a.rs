@@ -1,6 +1,7 @@
 //! The course's key/value part 3A suite, with its parameters. Every test checks its whole
 //! history with the linearizability checker; a checker timeout fails the test.
 
+use kv::{Fault, KvConfig};
 use sim::kv_check::check_linearizable;
 use sim::{KvCluster, KV_ELECTION_TIMEOUT};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,13 +102,19 @@ struct Generic {
     crash: bool,
     partitions: bool,
     randomkeys: bool,
+    /// `Fault::None` except in the negative controls.
+    fault: Fault,
 }
 
 /// The course's `GenericTest` (3 iterations of 5 s of client load with optional
 /// unreliability, partitions and crashes; then each client's appends are checked, and the
 /// whole history with the linearizability checker).
 async fn generic_test(name: &str, seed: u64, p: Generic) {
-    let cfg = KvCluster::new(p.nservers, p.unreliable, seed);
+    let config = KvConfig {
+        fault: p.fault,
+        ..KvConfig::default()
+    };
+    let cfg = KvCluster::with_config(p.nservers, p.unreliable, seed, config);
     let mut ck = cfg.make_client(&cfg.all());
     for _ in 0..3 {
         let done_clients = Arc::new(AtomicBool::new(false));
@@ -179,6 +186,7 @@ fn generic(nclients: u64, nservers: usize) -> Generic {
         crash: false,
         partitions: false,
         randomkeys: false,
+        fault: Fault::None,
     }
 }
 
@@ -235,8 +243,16 @@ fn unreliable_3a() {
 
 #[test]
 fn unreliable_one_key_3a() {
-    sim::run("unreliable_one_key_3a", |seed| async move {
-        let cfg = KvCluster::new(3, true, seed);
+    sim::run("unreliable_one_key_3a", |seed| unreliable_one_key(seed, Fault::None));
+}
+
+async fn unreliable_one_key(seed: u64, fault: Fault) {
+    {
+        let config = KvConfig {
+            fault,
+            ..KvConfig::default()
+        };
+        let cfg = KvCluster::with_config(3, true, seed, config);
         let mut ck = cfg.make_client(&cfg.all());
         cfg.put(&mut ck, "k", "", 100).await;
         let (nclient, upto) = (5u64, 10u64);
@@ -260,7 +276,7 @@ fn unreliable_one_key_3a() {
         let v = cfg.get(&mut ck, "k", 100).await;
         check_concurrent_appends(&v, &vec![upto; nclient as usize]);
         check_linearizable(&cfg.history(), "unreliable_one_key_3a", seed);
-    });
+    }
 }
 
 /// Submit a request in the minority partition and check that the request doesn't go through
@@ -415,4 +431,48 @@ fn persist_partition_unreliable_linearizable_3a() {
         };
         generic_test("persist_partition_unreliable_linearizable_3a", seed, p)
     });
+}
+
+// ---------------------------------------------------------------- negative controls
+//
+// Deliberately broken servers that the suite must catch: proof that the tests can fail.
+
+/// Runs `test` on seeds until one fails; returns how many seeds it took (None: never caught).
+fn caught_within<F, Fut>(name: &str, seeds: u64, test: F) -> Option<u64>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    (0..seeds).find_map(|seed| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sim::seed::run_one(name, seed, &test)
+        }));
+        result.is_err().then_some(seed + 1)
+    })
+}
+
+/// A leader that answers `Get` from local state, without the log, serves stale reads once
+/// it is cut off in a minority: OnePartition3A must catch it.
+#[test]
+fn negative_control_local_reads_are_caught() {
+    let caught = caught_within("negative_control_local_reads", 5, |seed| {
+        let config = KvConfig {
+            fault: Fault::LocalReads,
+            ..KvConfig::default()
+        };
+        one_partition(seed, KvCluster::with_config(5, false, seed, config))
+    });
+    eprintln!("local reads caught after {caught:?} seed(s)");
+    assert!(caught.is_some(), "a server serving reads locally passed OnePartition3A");
+}
+
+/// Without duplicate detection, a retried append is applied twice under the unreliable
+/// network: UnreliableOneKey3A must catch it.
+#[test]
+fn negative_control_missing_duplicate_detection_is_caught() {
+    let caught = caught_within("negative_control_no_dedup", 5, |seed| {
+        unreliable_one_key(seed, Fault::NoDuplicateDetection)
+    });
+    eprintln!("missing duplicate detection caught after {caught:?} seed(s)");
+    assert!(caught.is_some(), "a server without duplicate detection passed UnreliableOneKey3A");
 }

@@ -47,7 +47,7 @@ pub fn simulate(seed: u64, w: Workload) -> Vec<KvOperation> {
         let input = if roll < w.get_percent {
             KvInput::get(key)
         } else if rng.gen_bool(0.3) {
-            KvInput::put(key, format!("p{n}"))
+            KvInput::put(key, format!("p{n};"))
         } else {
             KvInput::append(key, format!("{client}.{n};"))
         };

@@ -1,0 +1,541 @@
+//! The Redis-protocol front end over in-memory connections, with a Clerk whose "cluster" is a
+//! single local state machine.
+
+use kv::{Clerk, ClerkConfig, ClientTransport, KvReply, KvStateMachine, Limits, Op, RpcError};
+use raftkv::resp::{serve, serve_connection, RespLimits};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Applies every operation straight to a shared state machine, checking limits first as a
+/// server does.
+#[derive(Clone)]
+struct Local {
+    sm: Arc<Mutex<KvStateMachine>>,
+    limits: Limits,
+}
+
+impl ClientTransport for Local {
+    fn servers(&self) -> usize {
+        1
+    }
+
+    fn call(
+        &self,
+        _server: usize,
+        op: Op,
+    ) -> impl Future<Output = Result<KvReply, RpcError>> + Send {
+        let reply = match self.limits.check(&op.kind) {
+            Ok(()) => self.sm.lock().unwrap().apply(&op),
+            Err(e) => Err(e),
+        };
+        std::future::ready(Ok(reply))
+    }
+}
+
+/// A transport over which no call ever succeeds.
+struct Unreachable;
+
+impl ClientTransport for Unreachable {
+    fn servers(&self) -> usize {
+        3
+    }
+
+    fn call(
+        &self,
+        _server: usize,
+        _op: Op,
+    ) -> impl Future<Output = Result<KvReply, RpcError>> + Send {
+        std::future::ready(Err(RpcError("connection refused".into())))
+    }
+}
+
+struct Service {
+    local: Local,
+    next_client: u64,
+}
+
+impl Service {
+    fn new(limits: Limits) -> Service {
+        Service {
+            local: Local {
+                sm: Arc::new(Mutex::new(KvStateMachine::new(limits))),
+                limits,
+            },
+            next_client: 1,
+        }
+    }
+
+    fn clerk(&mut self) -> Clerk<Local> {
+        self.next_client += 1;
+        Clerk::new(self.local.clone(), self.next_client, ClerkConfig::default())
+    }
+
+    fn connect(&mut self, limits: RespLimits) -> (DuplexStream, JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 << 10);
+        let task = tokio::spawn(serve_connection(server, self.clerk(), limits));
+        (client, task)
+    }
+
+    fn peek(&self, key: &str) -> Option<String> {
+        self.local.sm.lock().unwrap().peek(key).map(str::to_owned)
+    }
+}
+
+fn request(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    request(&args)
+}
+
+fn bulk(value: &str) -> String {
+    format!("${}\r\n{value}\r\n", value.len())
+}
+
+async fn read_line<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.push(r.read_u8().await.expect("the connection closed mid-reply"));
+    }
+    line
+}
+
+/// Reads one complete reply, in its wire form.
+async fn read_reply<R: AsyncRead + Unpin>(r: &mut R) -> String {
+    let mut raw = Vec::new();
+    // Elements still to read, for nested arrays.
+    let mut pending = 1usize;
+    while pending > 0 {
+        pending -= 1;
+        let line = read_line(r).await;
+        let n: i64 = std::str::from_utf8(&line[1..line.len() - 2])
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(-1);
+        raw.extend_from_slice(&line);
+        match line[0] {
+            b'$' if n >= 0 => {
+                let mut body = vec![0; n as usize + 2];
+                r.read_exact(&mut body).await.unwrap();
+                raw.extend_from_slice(&body);
+            }
+            b'*' if n > 0 => pending += n as usize,
+            _ => {}
+        }
+    }
+    String::from_utf8(raw).unwrap()
+}
+
+/// Sends `input` and returns the next reply.
+async fn call(client: &mut DuplexStream, input: &[u8]) -> String {
+    client.write_all(input).await.unwrap();
+    timeout(WAIT, read_reply(client)).await.expect("no reply")
+}
+
+async fn read_to_end(client: &mut DuplexStream) -> String {
+    let mut out = Vec::new();
+    timeout(WAIT, client.read_to_end(&mut out))
+        .await
+        .expect("the connection stayed open")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn finished(task: JoinHandle<()>) {
+    timeout(WAIT, task)
+        .await
+        .expect("the connection task kept running")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn set_get_append_round_trip() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "hello"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["GET", "k"])).await, bulk("hello"));
+    assert_eq!(
+        call(&mut c, &cmd(&["APPEND", "k", " world"])).await,
+        ":11\r\n"
+    );
+    assert_eq!(call(&mut c, &cmd(&["GET", "k"])).await, bulk("hello world"));
+    assert_eq!(service.peek("k").as_deref(), Some("hello world"));
+    // A missing key reads as the empty string, not as null.
+    assert_eq!(call(&mut c, &cmd(&["GET", "missing"])).await, "$0\r\n\r\n");
+    assert_eq!(
+        call(&mut c, &cmd(&["APPEND", "new", "abc"])).await,
+        ":3\r\n"
+    );
+    // Names are case-insensitive; keys are not.
+    assert_eq!(call(&mut c, &cmd(&["set", "K", "upper"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["gEt", "K"])).await, bulk("upper"));
+    assert_eq!(call(&mut c, &cmd(&["GET", "k"])).await, bulk("hello world"));
+    // Values are binary-safe on the wire, so CR LF inside one is kept.
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "crlf", "a\r\nb"])).await,
+        "+OK\r\n"
+    );
+    assert_eq!(call(&mut c, &cmd(&["GET", "crlf"])).await, bulk("a\r\nb"));
+}
+
+#[tokio::test]
+async fn inline_commands_work() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    assert_eq!(call(&mut c, b"PING\r\n").await, "+PONG\r\n");
+    assert_eq!(
+        call(&mut c, b"set greeting \"hi there\"\n").await,
+        "+OK\r\n"
+    );
+    assert_eq!(call(&mut c, b"get greeting\r\n").await, bulk("hi there"));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let mut input = Vec::new();
+    let mut expected = String::new();
+    for i in 0..100 {
+        let value = format!("value-{i}");
+        input.extend(cmd(&["SET", &format!("key-{i}"), &value]));
+        input.extend(cmd(&["GET", &format!("key-{i}")]));
+        expected.push_str("+OK\r\n");
+        expected.push_str(&bulk(&value));
+    }
+    c.write_all(&input).await.unwrap();
+    let mut replies = String::new();
+    for _ in 0..200 {
+        replies.push_str(&timeout(WAIT, read_reply(&mut c)).await.unwrap());
+    }
+    assert_eq!(replies, expected);
+}
+
+#[tokio::test]
+async fn a_long_pipeline_is_answered_while_it_is_still_being_sent() {
+    let mut service = Service::new(Limits::default());
+    let (c, _task) = service.connect(RespLimits::default());
+    let (mut rd, mut wr) = tokio::io::split(c);
+    let value = "v".repeat(100);
+    let n = 5_000;
+    let mut input = Vec::new();
+    for i in 0..n {
+        input.extend(cmd(&["APPEND", "log", "x"]));
+        input.extend(cmd(&["SET", &format!("key-{i}"), &value]));
+        input.extend(cmd(&["GET", &format!("key-{i}")]));
+    }
+    // Far more than the pipe holds: the writer can finish only if replies are read meanwhile.
+    let writer = tokio::spawn(async move { wr.write_all(&input).await.unwrap() });
+    for i in 0..n {
+        assert_eq!(read_reply(&mut rd).await, format!(":{}\r\n", i + 1));
+        assert_eq!(read_reply(&mut rd).await, "+OK\r\n");
+        assert_eq!(read_reply(&mut rd).await, bulk(&value));
+    }
+    timeout(WAIT, writer).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn unknown_commands_and_wrong_arity_are_errors_and_the_connection_goes_on() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    assert_eq!(
+        call(&mut c, &cmd(&["FLUSHALL"])).await,
+        "-ERR unknown command 'FLUSHALL'\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["GET"])).await,
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["get", "a", "b"])).await,
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "k"])).await,
+        "-ERR wrong number of arguments for 'set' command\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["APPEND", "k", "v", "w"])).await,
+        "-ERR wrong number of arguments for 'append' command\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "k", "v", "EX", "10"])).await,
+        "-ERR SET option 'EX' is not supported\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "k", "v", "bogus"])).await,
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(service.peek("k"), None);
+    // A name that could break the reply line is quoted harmlessly.
+    assert_eq!(
+        call(&mut c, &request(&[b"BAD\r\nNAME"])).await,
+        "-ERR unknown command 'BAD  NAME'\r\n"
+    );
+    assert_eq!(call(&mut c, &cmd(&["PING"])).await, "+PONG\r\n");
+}
+
+#[tokio::test]
+async fn handshake_and_housekeeping_commands() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let cases: &[(&[&str], &str)] = &[
+        (&["HELLO", "3"], "-ERR unknown command 'HELLO'\r\n"),
+        (&["COMMAND", "DOCS"], "*0\r\n"),
+        (&["COMMAND"], "*0\r\n"),
+        (&["COMMAND", "COUNT"], ":0\r\n"),
+        (&["CONFIG", "GET", "save"], "*0\r\n"),
+        (&["config", "get", "appendonly"], "*0\r\n"),
+        (
+            &["CONFIG", "SET", "save", ""],
+            "-ERR unknown subcommand 'SET' for 'config'\r\n",
+        ),
+        (&["CLIENT", "SETNAME", "bench"], "+OK\r\n"),
+        (&["CLIENT", "SETINFO", "lib-name", "redis-py"], "+OK\r\n"),
+        (
+            &["CLIENT", "KILL", "x"],
+            "-ERR unknown subcommand 'KILL' for 'client'\r\n",
+        ),
+        (&["SELECT", "0"], "+OK\r\n"),
+        (&["SELECT", "1"], "-ERR DB index is out of range\r\n"),
+        (
+            &["SELECT", "x"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (&["PING", "hello"], "$5\r\nhello\r\n"),
+        (&["ECHO", ""], "$0\r\n\r\n"),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(call(&mut c, &cmd(args)).await, *expected, "{args:?}");
+    }
+    let info = call(&mut c, &cmd(&["INFO"])).await;
+    assert!(info.starts_with('$'), "{info}");
+    assert!(info.contains("redis_version:"), "{info}");
+}
+
+#[tokio::test]
+async fn a_protocol_error_is_answered_then_the_connection_closes() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, task) = service.connect(RespLimits::default());
+    // Requests before the bad one are still answered; those after it are never run.
+    let mut input = cmd(&["SET", "before", "1"]);
+    input.extend_from_slice(b"*1\r\n:5\r\n");
+    input.extend(cmd(&["SET", "after", "1"]));
+    c.write_all(&input).await.unwrap();
+    assert_eq!(
+        read_to_end(&mut c).await,
+        "+OK\r\n-ERR Protocol error: expected '$', got ':'\r\n"
+    );
+    drop(c);
+    finished(task).await;
+    assert_eq!(service.peek("before").as_deref(), Some("1"));
+    assert_eq!(service.peek("after"), None);
+}
+
+#[tokio::test]
+async fn malformed_lengths_close_the_connection() {
+    let mut service = Service::new(Limits::default());
+    for (input, reason) in [
+        (&b"*2\r\n$3\r\nGET\r\n$-5\r\n"[..], "invalid bulk length"),
+        (b"*abc\r\n", "invalid multibulk length"),
+        (b"*99999999\r\n", "invalid multibulk length"),
+        (b"$999999999999\r\n", "expected '*', got '$'"),
+        (b"*1\r\n$3\r\nGETxx", "expected CRLF after bulk string"),
+    ] {
+        let (mut c, task) = service.connect(RespLimits::default());
+        c.write_all(input).await.unwrap();
+        assert_eq!(
+            read_to_end(&mut c).await,
+            format!("-ERR Protocol error: {reason}\r\n")
+        );
+        drop(c);
+        finished(task).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_bulk_is_refused_and_changes_nothing() {
+    let mut service = Service::new(Limits::default());
+    let limits = RespLimits {
+        max_bulk_bytes: 1024,
+        ..RespLimits::default()
+    };
+    let (mut c, task) = service.connect(limits);
+    let big = "x".repeat(2000);
+    c.write_all(&cmd(&["SET", "k", &big])).await.unwrap();
+    assert_eq!(
+        read_to_end(&mut c).await,
+        "-ERR Protocol error: invalid bulk length\r\n"
+    );
+    drop(c);
+    finished(task).await;
+    assert_eq!(service.peek("k"), None);
+}
+
+#[tokio::test]
+async fn a_value_over_the_service_limit_is_refused_and_the_connection_goes_on() {
+    let kv_limits = Limits {
+        max_key_bytes: 16,
+        max_value_bytes: 100,
+    };
+    let mut service = Service::new(kv_limits);
+    let (mut c, _task) = service.connect(RespLimits::for_values(100));
+    let big = "x".repeat(200);
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "k", &big])).await,
+        "-ERR value of 200 bytes exceeds the limit of 100 bytes\r\n"
+    );
+    assert_eq!(service.peek("k"), None);
+    let long_key = "k".repeat(17);
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", &long_key, "v"])).await,
+        "-ERR key of 17 bytes exceeds the limit of 16 bytes\r\n"
+    );
+    // An append refused at apply time leaves the value as it was.
+    let most = "y".repeat(90);
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", &most])).await, "+OK\r\n");
+    assert_eq!(
+        call(&mut c, &cmd(&["APPEND", "k", &"z".repeat(20)])).await,
+        "-ERR value of 110 bytes exceeds the limit of 100 bytes\r\n"
+    );
+    assert_eq!(service.peek("k"), Some(most));
+    assert_eq!(call(&mut c, &cmd(&["PING"])).await, "+PONG\r\n");
+}
+
+#[tokio::test]
+async fn keys_and_values_must_be_utf8() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let expected = "-ERR keys and values must be valid UTF-8\r\n";
+    assert_eq!(
+        call(&mut c, &request(&[b"SET", b"k", b"\xff"])).await,
+        expected
+    );
+    assert_eq!(
+        call(&mut c, &request(&[b"APPEND", b"\xfe", b"v"])).await,
+        expected
+    );
+    assert_eq!(call(&mut c, &request(&[b"GET", b"\xc3"])).await, expected);
+    assert_eq!(service.peek("k"), None);
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "é"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["GET", "k"])).await, "$2\r\né\r\n");
+}
+
+#[tokio::test]
+async fn quit_replies_then_closes() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, task) = service.connect(RespLimits::default());
+    let mut input = cmd(&["SET", "a", "1"]);
+    input.extend(cmd(&["quit"]));
+    input.extend(cmd(&["SET", "b", "1"]));
+    c.write_all(&input).await.unwrap();
+    assert_eq!(read_to_end(&mut c).await, "+OK\r\n+OK\r\n");
+    drop(c);
+    finished(task).await;
+    assert_eq!(service.peek("a").as_deref(), Some("1"));
+    assert_eq!(service.peek("b"), None);
+}
+
+#[tokio::test]
+async fn the_connection_ends_when_the_client_goes_away_mid_request() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, task) = service.connect(RespLimits::default());
+    c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk").await.unwrap();
+    drop(c);
+    finished(task).await;
+    assert_eq!(service.peek("k"), None);
+}
+
+#[tokio::test]
+async fn no_answer_in_time_is_reported_as_an_unknown_outcome() {
+    let config = ClerkConfig {
+        rpc_timeout: Duration::from_millis(10),
+        retry_pause: Duration::from_millis(1),
+        deadline: Some(Duration::from_millis(30)),
+    };
+    let clerk = Clerk::new(Unreachable, 1, config);
+    let (mut c, server) = tokio::io::duplex(4096);
+    tokio::spawn(serve_connection(server, clerk, RespLimits::default()));
+    let reply = call(&mut c, &cmd(&["SET", "k", "v"])).await;
+    assert!(
+        reply.starts_with("-ERR timeout: no answer within "),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with("(the operation may or may not have taken effect)\r\n"),
+        "{reply}"
+    );
+    assert!(reply.contains("connection refused"), "{reply}");
+}
+
+#[tokio::test]
+async fn the_server_limits_clients_and_survives_bad_ones() {
+    let service = Service::new(Limits::default());
+    let local = service.local.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ids = std::sync::atomic::AtomicU64::new(1);
+    let make_clerk = move || {
+        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Clerk::new(local.clone(), id, ClerkConfig::default())
+    };
+    let limits = RespLimits {
+        max_clients: 2,
+        ..RespLimits::default()
+    };
+    tokio::spawn(serve(listener, make_clerk, limits));
+
+    let connect = || async { tokio::net::TcpStream::connect(addr).await.unwrap() };
+    let mut first = connect().await;
+    first.write_all(&cmd(&["SET", "k", "v"])).await.unwrap();
+    assert_eq!(read_reply(&mut first).await, "+OK\r\n");
+
+    // A client that breaks the protocol is closed; the others are unaffected.
+    let mut bad = connect().await;
+    bad.write_all(b"*1\r\n+nope\r\n").await.unwrap();
+    let mut out = Vec::new();
+    timeout(WAIT, bad.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, b"-ERR Protocol error: expected '$', got '+'\r\n");
+    drop(bad);
+
+    // Two clients at most: the second slot frees once the bad client's task ends. A refused
+    // client is told so at once; an accepted one hears nothing until it asks.
+    let mut second = None;
+    for _ in 0..100 {
+        let mut c = connect().await;
+        match timeout(Duration::from_millis(200), read_line(&mut c)).await {
+            Ok(line) => assert_eq!(line, b"-ERR max number of clients reached\r\n"),
+            Err(_) => {
+                second = Some(c);
+                break;
+            }
+        }
+    }
+    let mut second = second.expect("the slot of the closed client was never freed");
+    second.write_all(&cmd(&["PING"])).await.unwrap();
+    assert_eq!(read_reply(&mut second).await, "+PONG\r\n");
+
+    let mut third = connect().await;
+    let reply = timeout(WAIT, read_reply(&mut third)).await.unwrap();
+    assert_eq!(reply, "-ERR max number of clients reached\r\n");
+
+    first.write_all(&cmd(&["GET", "k"])).await.unwrap();
+    assert_eq!(read_reply(&mut first).await, bulk("v"));
+}
