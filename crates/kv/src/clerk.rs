@@ -137,7 +137,7 @@ impl<T: ClientTransport> Clerk<T> {
                     return Err(ClerkError::Deadline { waited, last });
                 }
             }
-            if failures % servers == 0 {
+            if failures.is_multiple_of(servers) {
                 sleep(self.config.retry_pause).await;
             }
         }

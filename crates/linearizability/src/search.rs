@@ -297,9 +297,9 @@ pub(crate) fn search<M: Model>(
                     node = list.next[n];
                     if !list.is_call[n] { past_first_return = true; continue; }
                     if !past_first_return { continue; }
-                    seen += 1;
                     let o = list.op[n] as usize;
                     if kind[o] == 2 { continue; }
+                    seen += 1;
                     let g = ops[o];
                     if model.step(&state, &g.input, &g.output).is_none() {
                         let available = Available { list: &list, node: list.next[HEAD as usize], stop: list.return_node[o], skip: o as u32 }.map(|x| ops[x as usize]);
@@ -332,7 +332,7 @@ pub(crate) fn search<M: Model>(
             next = frame.next;
         }
     }
-    eprintln!("ok: steps {steps} memo {} of {}", memo.len(), ops.len());
+    if false { eprintln!("ok: steps {steps} memo {} of {}", memo.len(), ops.len()); }
     SearchOutcome {
         result: CheckResult::Ok,
         longest_prefix: longest,
