@@ -277,9 +277,17 @@ pub(crate) fn search<M: Model>(
             if hist.len() <= stack.len() { hist.resize(stack.len() + 1, 0); }
             hist[stack.len()] += 1;
             if DEBUG_DEPTH.load(std::sync::atomic::Ordering::Relaxed) == stack.len() {
-                let mut ids: Vec<usize> = stack.iter().map(|f| f.op as usize).filter(|&o| o + 40 > stack.len()).collect();
+                let mut ids: Vec<usize> = stack.iter().map(|f| f.op as usize).collect();
                 ids.sort();
-                eprintln!("cfg {:?} state {:?}", ids, state);
+                let st = format!("{:?}", state); let tail = &st[st.len().saturating_sub(80)..];
+                eprintln!("cfg last {:?} {:?} state ..{}", stack.last().map(|f| f.op), &ids[ids.len().saturating_sub(12)..], tail);
+                let mut node = list.next[HEAD as usize];
+                let mut k = 0;
+                while node != NIL && k < 40 {
+                    let n = node as usize; node = list.next[n]; k += 1;
+                    let o = list.op[n] as usize;
+                    eprintln!("   {} op {} kind {} {:?} -> {:?} [{}, {}]", if list.is_call[n] {"call"} else {"ret "}, o, kind[o], ops[o].input, ops[o].output, ops[o].call, ops[o].return_time);
+                }
             }
             if stack.len() > longest.len() {
                 longest.truncate(agree);
@@ -299,9 +307,16 @@ pub(crate) fn search<M: Model>(
                     if !past_first_return { continue; }
                     let o = list.op[n] as usize;
                     if kind[o] == 2 { continue; }
-                    seen += 1;
                     let g = ops[o];
-                    if model.step(&state, &g.input, &g.output).is_none() {
+                    let r = model.step(&state, &g.input, &g.output);
+                    if let Some(ns) = &r {
+                        if kind[o] == 0 {
+                            kind[o] = if *ns == state { 1 } else { 2 };
+                            if kind[o] == 2 { continue; }
+                        }
+                    }
+                    seen += 1;
+                    if r.is_none() {
                         let available = Available { list: &list, node: list.next[HEAD as usize], stop: list.return_node[o], skip: o as u32 }.map(|x| ops[x as usize]);
                         if !model.may_become_legal(&state, &g.input, &g.output, available) {
                             next = candidates.len();

@@ -92,10 +92,22 @@ async fn dispatch<T: ClientTransport>(
             _ => Ok(Reply::Array(Vec::new())),
         },
         b"CONFIG" => match subcommand(args).as_deref() {
-            // redis-benchmark reads `save` and `appendonly`; no setting is exposed.
+            // redis-benchmark reads `save` and `appendonly` and warns unless both come back
+            // as name/value pairs. Persistence here is the write-ahead log, not Redis's
+            // snapshots or append-only file, so both read as off; nothing else is exposed.
             Some(b"GET") => {
                 arity(args, 3, usize::MAX)?;
-                Ok(Reply::Array(Vec::new()))
+                let mut pairs = Vec::new();
+                for pattern in &args[2..] {
+                    let value = match pattern.to_ascii_lowercase().as_slice() {
+                        b"save" => "",
+                        b"appendonly" => "no",
+                        _ => continue,
+                    };
+                    pairs.push(Reply::bulk(pattern.clone()));
+                    pairs.push(Reply::bulk(value));
+                }
+                Ok(Reply::Array(pairs))
             }
             _ => Err(unknown_subcommand(args)),
         },
