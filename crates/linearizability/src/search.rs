@@ -148,10 +148,16 @@ struct Frame<S> {
 
 const KEY_MODE: u8 = 0;
 const PRUNE: bool = true;
-pub static DEBUG_DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+pub static DEBUG_DEPTH: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
 const LOOK: usize = 8;
 
-struct Available<'l> { list: &'l EventList, node: u32, stop: u32, skip: u32 }
+struct Available<'l> {
+    list: &'l EventList,
+    node: u32,
+    stop: u32,
+    skip: u32,
+}
 impl Iterator for Available<'_> {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
@@ -165,7 +171,6 @@ impl Iterator for Available<'_> {
         None
     }
 }
-
 
 pub(crate) fn search<M: Model>(
     model: &M,
@@ -218,8 +223,11 @@ pub(crate) fn search<M: Model>(
     let mut next = 0usize;
     while list.next[HEAD as usize] != NIL {
         if steps & (DEADLINE_CHECK_INTERVAL - 1) == 0 && budget.exhausted() {
-            let mut top: Vec<(u64, usize)> = hist.iter().enumerate().map(|(d, &c)| (c, d)).collect();
-            top.sort(); top.reverse(); eprintln!("hist top {:?}", &top[..10.min(top.len())]);
+            let mut top: Vec<(u64, usize)> =
+                hist.iter().enumerate().map(|(d, &c)| (c, d)).collect();
+            top.sort();
+            top.reverse();
+            eprintln!("hist top {:?}", &top[..10.min(top.len())]);
             eprintln!(
                 "timeout: steps {steps} memo {} longest {} of {}",
                 memo.len(),
@@ -239,11 +247,22 @@ pub(crate) fn search<M: Model>(
             let candidate = ops[op];
             let Some(next_state) = model.step(&state, &candidate.input, &candidate.output) else {
                 if PRUNE {
-                let ret = list.return_node[op];
-                let available = Available { list: &list, node: list.next[HEAD as usize], stop: ret, skip: op as u32 }.map(|o| ops[o as usize]);
-                if !model.may_become_legal(&state, &candidate.input, &candidate.output, available) {
-                    next = candidates.len();
-                }
+                    let ret = list.return_node[op];
+                    let available = Available {
+                        list: &list,
+                        node: list.next[HEAD as usize],
+                        stop: ret,
+                        skip: op as u32,
+                    }
+                    .map(|o| ops[o as usize]);
+                    if !model.may_become_legal(
+                        &state,
+                        &candidate.input,
+                        &candidate.output,
+                        available,
+                    ) {
+                        next = candidates.len();
+                    }
                 }
                 continue;
             };
@@ -274,19 +293,38 @@ pub(crate) fn search<M: Model>(
                 next,
                 at_step: steps,
             });
-            if hist.len() <= stack.len() { hist.resize(stack.len() + 1, 0); }
+            if hist.len() <= stack.len() {
+                hist.resize(stack.len() + 1, 0);
+            }
             hist[stack.len()] += 1;
             if DEBUG_DEPTH.load(std::sync::atomic::Ordering::Relaxed) == stack.len() {
                 let mut ids: Vec<usize> = stack.iter().map(|f| f.op as usize).collect();
                 ids.sort();
-                let st = format!("{:?}", state); let tail = &st[st.len().saturating_sub(80)..];
-                eprintln!("cfg last {:?} {:?} state ..{}", stack.last().map(|f| f.op), &ids[ids.len().saturating_sub(12)..], tail);
+                let st = format!("{:?}", state);
+                let tail = &st[st.len().saturating_sub(80)..];
+                eprintln!(
+                    "cfg last {:?} {:?} state ..{}",
+                    stack.last().map(|f| f.op),
+                    &ids[ids.len().saturating_sub(12)..],
+                    tail
+                );
                 let mut node = list.next[HEAD as usize];
                 let mut k = 0;
                 while node != NIL && k < 40 {
-                    let n = node as usize; node = list.next[n]; k += 1;
+                    let n = node as usize;
+                    node = list.next[n];
+                    k += 1;
                     let o = list.op[n] as usize;
-                    eprintln!("   {} op {} kind {} {:?} -> {:?} [{}, {}]", if list.is_call[n] {"call"} else {"ret "}, o, kind[o], ops[o].input, ops[o].output, ops[o].call, ops[o].return_time);
+                    eprintln!(
+                        "   {} op {} kind {} {:?} -> {:?} [{}, {}]",
+                        if list.is_call[n] { "call" } else { "ret " },
+                        o,
+                        kind[o],
+                        ops[o].input,
+                        ops[o].output,
+                        ops[o].call,
+                        ops[o].return_time
+                    );
                 }
             }
             if stack.len() > longest.len() {
@@ -303,21 +341,36 @@ pub(crate) fn search<M: Model>(
                 while node != NIL && seen < LOOK {
                     let n = node as usize;
                     node = list.next[n];
-                    if !list.is_call[n] { past_first_return = true; continue; }
-                    if !past_first_return { continue; }
+                    if !list.is_call[n] {
+                        past_first_return = true;
+                        continue;
+                    }
+                    if !past_first_return {
+                        continue;
+                    }
                     let o = list.op[n] as usize;
-                    if kind[o] == 2 { continue; }
+                    if kind[o] == 2 {
+                        continue;
+                    }
                     let g = ops[o];
                     let r = model.step(&state, &g.input, &g.output);
                     if let Some(ns) = &r {
                         if kind[o] == 0 {
                             kind[o] = if *ns == state { 1 } else { 2 };
-                            if kind[o] == 2 { continue; }
+                            if kind[o] == 2 {
+                                continue;
+                            }
                         }
                     }
                     seen += 1;
                     if r.is_none() {
-                        let available = Available { list: &list, node: list.next[HEAD as usize], stop: list.return_node[o], skip: o as u32 }.map(|x| ops[x as usize]);
+                        let available = Available {
+                            list: &list,
+                            node: list.next[HEAD as usize],
+                            stop: list.return_node[o],
+                            skip: o as u32,
+                        }
+                        .map(|x| ops[x as usize]);
                         if !model.may_become_legal(&state, &g.input, &g.output, available) {
                             next = candidates.len();
                             break;
@@ -335,7 +388,16 @@ pub(crate) fn search<M: Model>(
             agree = agree.min(stack.len());
             if steps - frame.at_step > 200_000 {
                 let o = ops[frame.op as usize];
-                eprintln!("dead subtree {} steps at depth {} root op {} {:?} [{}, {}] state {:?}", steps - frame.at_step, stack.len(), frame.op, o.input, o.call, o.return_time, frame.state_before);
+                eprintln!(
+                    "dead subtree {} steps at depth {} root op {} {:?} [{}, {}] state {:?}",
+                    steps - frame.at_step,
+                    stack.len(),
+                    frame.op,
+                    o.input,
+                    o.call,
+                    o.return_time,
+                    frame.state_before
+                );
             }
             state = frame.state_before;
             state_fp = frame.fingerprint_before;
@@ -347,7 +409,9 @@ pub(crate) fn search<M: Model>(
             next = frame.next;
         }
     }
-    if false { eprintln!("ok: steps {steps} memo {} of {}", memo.len(), ops.len()); }
+    if false {
+        eprintln!("ok: steps {steps} memo {} of {}", memo.len(), ops.len());
+    }
     SearchOutcome {
         result: CheckResult::Ok,
         longest_prefix: longest,

@@ -47,13 +47,19 @@ struct PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
 impl TcpClient {
     pub fn new(addrs: Vec<SocketAddr>) -> TcpClient {
-        let conns = addrs.iter().map(|_| tokio::sync::Mutex::new(None)).collect();
+        let conns = addrs
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect();
         TcpClient {
             inner: Arc::new(Inner {
                 addrs,
@@ -88,11 +94,18 @@ impl TcpClient {
         Ok(conn)
     }
 
-    async fn round_trip(&self, server: usize, frame: impl FnOnce(u64) -> ClientFrame) -> Result<ServerFrame, RpcError> {
+    async fn round_trip(
+        &self,
+        server: usize,
+        frame: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<ServerFrame, RpcError> {
         let conn = self.conn(server).await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        conn.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
         let _guard = PendingGuard {
             pending: conn.pending.clone(),
             id,
@@ -102,12 +115,16 @@ impl TcpClient {
             .send(frame(id))
             .await
             .map_err(|_| RpcError(format!("connection to {addr} closed")))?;
-        rx.await.map_err(|_| RpcError(format!("connection to {addr} lost")))
+        rx.await
+            .map_err(|_| RpcError(format!("connection to {addr} lost")))
     }
 
     /// Asks server `server` for its status.
     pub async fn status(&self, server: usize) -> Result<NodeStatus, RpcError> {
-        match self.round_trip(server, |id| ClientFrame::Status { id }).await? {
+        match self
+            .round_trip(server, |id| ClientFrame::Status { id })
+            .await?
+        {
             ServerFrame::Status { status, .. } => Ok(status),
             other => Err(RpcError(format!("unexpected reply {other:?}"))),
         }
@@ -148,7 +165,10 @@ fn start_conn(framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>
         }
         reader_alive.store(false, Ordering::SeqCst);
         // Every call still waiting learns that its connection is gone.
-        reader_pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        reader_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     });
     Conn {
         requests: tx,
@@ -163,7 +183,10 @@ impl ClientTransport for TcpClient {
     }
 
     async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
-        match self.round_trip(server, |id| ClientFrame::Request { id, op }).await? {
+        match self
+            .round_trip(server, |id| ClientFrame::Request { id, op })
+            .await?
+        {
             ServerFrame::Reply { reply, .. } => Ok(reply),
             other => Err(RpcError(format!("unexpected reply {other:?}"))),
         }

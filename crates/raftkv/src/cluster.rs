@@ -21,7 +21,10 @@ pub fn node_ports(opts: &ClusterOptions, id: u64) -> (u16, u16) {
 }
 
 pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
-    anyhow::ensure!((1..=9).contains(&opts.nodes), "--nodes must be between 1 and 9");
+    anyhow::ensure!(
+        (1..=9).contains(&opts.nodes),
+        "--nodes must be between 1 and 9"
+    );
     let exe = std::env::current_exe()?;
     let peers: Vec<String> = (1..=opts.nodes)
         .map(|id| format!("{id}=127.0.0.1:{}", node_ports(&opts, id).0))

@@ -184,12 +184,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Put { key, value, client } => {
-            clerk(&client)?.put(&key, &value).await.map_err(explain(&client))?;
+            clerk(&client)?
+                .put(&key, &value)
+                .await
+                .map_err(explain(&client))?;
             println!("OK");
             Ok(())
         }
         Command::Append { key, value, client } => {
-            clerk(&client)?.append(&key, &value).await.map_err(explain(&client))?;
+            clerk(&client)?
+                .append(&key, &value)
+                .await
+                .map_err(explain(&client))?;
             println!("OK");
             Ok(())
         }
@@ -214,7 +220,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         "raftkv: node {} serving on {}{}",
         args.id,
         server.listen,
-        server.resp.map(|a| format!(", redis protocol on {a}")).unwrap_or_default()
+        server
+            .resp
+            .map(|a| format!(", redis protocol on {a}"))
+            .unwrap_or_default()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -232,7 +241,11 @@ fn endpoints(args: &ClientArgs) -> anyhow::Result<Vec<SocketAddr>> {
     }
     let list = std::env::var("RAFTKV_ENDPOINTS").unwrap_or_else(|_| DEFAULT_ENDPOINTS.into());
     list.split(',')
-        .map(|a| a.trim().parse().with_context(|| format!("bad endpoint {a:?}")))
+        .map(|a| {
+            a.trim()
+                .parse()
+                .with_context(|| format!("bad endpoint {a:?}"))
+        })
         .collect()
 }
 
@@ -252,7 +265,12 @@ fn explain(args: &ClientArgs) -> impl Fn(ClerkError) -> anyhow::Error + '_ {
         ClerkError::Rejected(e) => anyhow::anyhow!("refused: {e}"),
         ClerkError::Deadline { waited, last } => {
             let eps = endpoints(args)
-                .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+                .map(|v| {
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             if last.contains("cannot connect") || last.contains("timed out") {
                 anyhow::anyhow!(

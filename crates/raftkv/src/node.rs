@@ -55,7 +55,10 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let (storage, torn) = WalStorage::open(&opts.data_dir)?;
     if let Some(path) = torn {
-        tracing::warn!("recovery cut an incomplete last record; its bytes are in {}", path.display());
+        tracing::warn!(
+            "recovery cut an incomplete last record; its bytes are in {}",
+            path.display()
+        );
     }
     let listen = opts.listen.unwrap_or(opts.peers[&opts.id]);
     let listener = TcpListener::bind(listen)
@@ -73,7 +76,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         ..KvConfig::default()
     };
     let kv = KvServer::start(raft, apply, kv_config);
-    tokio::spawn(accept_loop(listener, inbox_tx, kv.clone(), opts.peers.clone()));
+    tokio::spawn(accept_loop(
+        listener,
+        inbox_tx,
+        kv.clone(),
+        opts.peers.clone(),
+    ));
 
     let mut resp = None;
     if let Some(addr) = opts.resp {
@@ -84,7 +92,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         // Every RESP connection is a Clerk of its own over connections shared by all of them;
         // ours first, so a request reaches the leader in one hop when we lead.
         let mut addrs = vec![listen];
-        addrs.extend(opts.peers.iter().filter(|(&id, _)| id != opts.id).map(|(_, &a)| a));
+        addrs.extend(
+            opts.peers
+                .iter()
+                .filter(|(&id, _)| id != opts.id)
+                .map(|(_, &a)| a),
+        );
         let client = TcpClient::new(addrs);
         let make_clerk = move || {
             let config = ClerkConfig {
@@ -138,7 +151,11 @@ async fn serve_connection(
             anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
             while let Some(frame) = framed.next().await {
                 let msg: Message = wire::decode(&frame?)?;
-                anyhow::ensure!(msg.from == from, "peer {from} sent a message as {}", msg.from);
+                anyhow::ensure!(
+                    msg.from == from,
+                    "peer {from} sent a message as {}",
+                    msg.from
+                );
                 // A full inbox drops the message, like a lossy link; Raft retries.
                 let _ = inbox.try_send(msg);
             }
@@ -150,7 +167,10 @@ async fn serve_connection(
 
 /// Client requests on one connection run concurrently (bounded); replies go back as they
 /// complete, matched by id.
-async fn serve_client(framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>, kv: KvServer) -> anyhow::Result<()> {
+async fn serve_client(
+    framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    kv: KvServer,
+) -> anyhow::Result<()> {
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(CLIENT_INFLIGHT);
     let writer = tokio::spawn(async move {

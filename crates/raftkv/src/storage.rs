@@ -43,13 +43,15 @@ impl WalStorage {
             reason,
         };
         let hard_state = match &recovered.hard_state {
-            Some(bytes) => postcard::from_bytes(bytes).map_err(|e| bad(format!("hard state: {e}")))?,
+            Some(bytes) => {
+                postcard::from_bytes(bytes).map_err(|e| bad(format!("hard state: {e}")))?
+            }
             None => HardState::default(),
         };
         let mut entries = Vec::with_capacity(recovered.entries.len());
         for (index, payload) in &recovered.entries {
-            let stored: StoredEntry = postcard::from_bytes(payload)
-                .map_err(|e| bad(format!("entry {index}: {e}")))?;
+            let stored: StoredEntry =
+                postcard::from_bytes(payload).map_err(|e| bad(format!("entry {index}: {e}")))?;
             entries.push(Entry {
                 term: Term(stored.term),
                 index: LogIndex(*index),

@@ -47,7 +47,12 @@ impl Transport for TcpTransport {
     }
 }
 
-async fn peer_sender(me: NodeId, peer: NodeId, addr: SocketAddr, mut queue: mpsc::Receiver<Message>) {
+async fn peer_sender(
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<Message>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let stream = match TcpStream::connect(addr).await {
@@ -63,7 +68,11 @@ async fn peer_sender(me: NodeId, peer: NodeId, addr: SocketAddr, mut queue: mpsc
         };
         let _ = stream.set_nodelay(true);
         let mut framed = FramedWrite::new(stream, wire::codec());
-        if framed.send(wire::encode(&Hello::Peer { from: me })).await.is_err() {
+        if framed
+            .send(wire::encode(&Hello::Peer { from: me }))
+            .await
+            .is_err()
+        {
             continue;
         }
         backoff = BACKOFF_MIN;

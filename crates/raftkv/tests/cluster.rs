@@ -26,15 +26,29 @@ fn check_appends(client: usize, value: &str, acknowledged: &[u64]) {
     let mut seen: Vec<u64> = Vec::new();
     for item in value.split(';').filter(|s| !s.is_empty()) {
         let (c, i) = item.split_once('-').expect("item format");
-        assert_eq!(c, format!("w{client}"), "foreign item {item} under client {client}'s key");
+        assert_eq!(
+            c,
+            format!("w{client}"),
+            "foreign item {item} under client {client}'s key"
+        );
         seen.push(i.parse().expect("number"));
     }
     let mut sorted = seen.clone();
     sorted.dedup();
-    assert_eq!(sorted.len(), seen.len(), "an append appears twice: {seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "appends out of order: {seen:?}");
+    assert_eq!(
+        sorted.len(),
+        seen.len(),
+        "an append appears twice: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "appends out of order: {seen:?}"
+    );
     for i in acknowledged {
-        assert!(seen.contains(i), "acknowledged append {i} of client {client} was lost");
+        assert!(
+            seen.contains(i),
+            "acknowledged append {i} of client {client} was lost"
+        );
     }
 }
 
@@ -78,7 +92,10 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
             }
             let mut reader = cluster.clerk(7);
             for (c, acknowledged) in &acked {
-                assert!(acknowledged.len() > 10, "writer {c} made too little progress");
+                assert!(
+                    acknowledged.len() > 10,
+                    "writer {c} made too little progress"
+                );
                 let value = reader.get(&format!("log-{c}")).await.expect("get");
                 check_appends(*c, &value, acknowledged);
             }
@@ -99,7 +116,10 @@ fn restarting_every_node_keeps_all_data() {
             cluster.wait_for_leader().await;
             let mut clerk = cluster.clerk(1);
             for i in 0..50 {
-                clerk.put(&format!("k{i}"), &format!("v{i}")).await.expect("put");
+                clerk
+                    .put(&format!("k{i}"), &format!("v{i}"))
+                    .await
+                    .expect("put");
                 clerk.append("all", &format!("{i},")).await.expect("append");
             }
             for i in 0..3 {
@@ -111,7 +131,10 @@ fn restarting_every_node_keeps_all_data() {
             cluster.wait_for_leader().await;
             let mut clerk = cluster.clerk(2);
             for i in 0..50 {
-                assert_eq!(clerk.get(&format!("k{i}")).await.expect("get"), format!("v{i}"));
+                assert_eq!(
+                    clerk.get(&format!("k{i}")).await.expect("get"),
+                    format!("v{i}")
+                );
             }
             let all: String = (0..50).map(|i| format!("{i},")).collect();
             assert_eq!(clerk.get("all").await.expect("get"), all);
@@ -129,7 +152,10 @@ fn single_node_with_data(keys: usize) -> Cluster {
         cluster.wait_for_leader().await;
         let mut clerk = cluster.clerk(1);
         for i in 0..keys {
-            clerk.put(&format!("k{i}"), &"x".repeat(100)).await.expect("put");
+            clerk
+                .put(&format!("k{i}"), &"x".repeat(100))
+                .await
+                .expect("put");
         }
     });
     cluster.kill_node(0);
@@ -148,19 +174,39 @@ fn a_flipped_bit_in_an_earlier_record_makes_the_node_refuse_to_start() {
     let mut child = cluster.command(0).spawn().expect("spawn");
     let status = wait_with_limit(&mut child, Duration::from_secs(10)).expect("node kept running");
     let mut stderr = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
-    assert_eq!(status.code(), Some(3), "exit status {status}; stderr: {stderr}");
-    assert!(stderr.contains("checksum") || stderr.contains("corrupt"), "unclear error: {stderr}");
-    assert!(stderr.contains(&segment.display().to_string()), "error names no file: {stderr}");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status {status}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("checksum") || stderr.contains("corrupt"),
+        "unclear error: {stderr}"
+    );
+    assert!(
+        stderr.contains(&segment.display().to_string()),
+        "error names no file: {stderr}"
+    );
 }
 
 #[test]
 fn a_torn_last_record_is_cut_and_the_node_starts_with_every_complete_record() {
     let mut cluster = single_node_with_data(20);
-    let segment = segment_files(&cluster.data_dir(0)).pop().expect("a segment");
+    let segment = segment_files(&cluster.data_dir(0))
+        .pop()
+        .expect("a segment");
     let len = std::fs::metadata(&segment).expect("metadata").len();
     // Cut the last record short, as a crash in the middle of a write would.
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open");
     file.set_len(len - 7).expect("truncate");
     drop(file);
 
@@ -170,7 +216,10 @@ fn a_torn_last_record_is_cut_and_the_node_starts_with_every_complete_record() {
         let mut clerk = cluster.clerk(2);
         // The first 19 puts are complete records; the 20th may be the one cut.
         for i in 0..19 {
-            assert_eq!(clerk.get(&format!("k{i}")).await.expect("get"), "x".repeat(100));
+            assert_eq!(
+                clerk.get(&format!("k{i}")).await.expect("get"),
+                "x".repeat(100)
+            );
         }
     });
     let torn: Vec<_> = std::fs::read_dir(cluster.data_dir(0))

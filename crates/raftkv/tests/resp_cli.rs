@@ -15,8 +15,14 @@ fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run redis-cli (install the redis-tools package)");
-    assert!(output.status.success(), "redis-cli {args:?} failed: {output:?}");
-    String::from_utf8(output.stdout).expect("utf-8").trim_end().to_string()
+    assert!(
+        output.status.success(),
+        "redis-cli {args:?} failed: {output:?}"
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim_end()
+        .to_string()
 }
 
 fn started_cluster() -> Cluster {
@@ -38,7 +44,11 @@ fn redis_cli_set_get_append_against_any_node() {
     assert_eq!(redis_cli(b, &["GET", "k"]), "v");
     assert_eq!(redis_cli(c, &["APPEND", "k", "x"]), "2");
     assert_eq!(redis_cli(a, &["GET", "k"]), "vx");
-    assert_eq!(redis_cli(b, &["get", "k"]), "vx", "command names are case-insensitive");
+    assert_eq!(
+        redis_cli(b, &["get", "k"]),
+        "vx",
+        "command names are case-insensitive"
+    );
     assert!(redis_cli(c, &["FLUSHALL"]).contains("unknown command"));
     assert!(redis_cli(c, &["GET"]).contains("wrong number of arguments"));
     // The errors changed nothing, and the node still serves.
@@ -58,7 +68,12 @@ fn redis_cli_pipelined_requests_are_answered_in_order() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run redis-cli");
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write");
     let output = child.wait_with_output().expect("redis-cli output");
     let text = String::from_utf8(output.stdout).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
@@ -73,7 +88,9 @@ fn redis_cli_pipelined_requests_are_answered_in_order() {
 /// closes the connection (or a short timeout).
 fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     stream.write_all(bytes).expect("write");
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];

@@ -298,16 +298,16 @@ async fn handshake_and_housekeeping_commands() {
         (&["COMMAND", "DOCS"], "*0\r\n"),
         (&["COMMAND"], "*0\r\n"),
         (&["COMMAND", "COUNT"], ":0\r\n"),
-        (
-            &["CONFIG", "GET", "save"],
-            "*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
-        ),
+        (&["CONFIG", "GET", "save"], "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
         (
             &["CONFIG", "GET", "appendonly"],
             "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
         ),
         (&["CONFIG", "GET", "maxmemory"], "*0\r\n"),
-        (&["config", "get", "appendonly"], "*0\r\n"),
+        (
+            &["config", "get", "appendonly"],
+            "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        ),
         (
             &["CONFIG", "SET", "save", ""],
             "-ERR unknown subcommand 'SET' for 'config'\r\n",

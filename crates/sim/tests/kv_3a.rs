@@ -243,7 +243,9 @@ fn unreliable_3a() {
 
 #[test]
 fn unreliable_one_key_3a() {
-    sim::run("unreliable_one_key_3a", |seed| unreliable_one_key(seed, Fault::None));
+    sim::run("unreliable_one_key_3a", |seed| {
+        unreliable_one_key(seed, Fault::None)
+    });
 }
 
 async fn unreliable_one_key(seed: u64, fault: Fault) {
@@ -463,7 +465,10 @@ fn negative_control_local_reads_are_caught() {
         one_partition(seed, KvCluster::with_config(5, false, seed, config))
     });
     eprintln!("local reads caught after {caught:?} seed(s)");
-    assert!(caught.is_some(), "a server serving reads locally passed OnePartition3A");
+    assert!(
+        caught.is_some(),
+        "a server serving reads locally passed OnePartition3A"
+    );
 }
 
 /// Without duplicate detection, a retried append is applied twice under the unreliable
@@ -474,5 +479,8 @@ fn negative_control_missing_duplicate_detection_is_caught() {
         unreliable_one_key(seed, Fault::NoDuplicateDetection)
     });
     eprintln!("missing duplicate detection caught after {caught:?} seed(s)");
-    assert!(caught.is_some(), "a server without duplicate detection passed UnreliableOneKey3A");
+    assert!(
+        caught.is_some(),
+        "a server without duplicate detection passed UnreliableOneKey3A"
+    );
 }

@@ -59,13 +59,19 @@ impl Cluster {
     /// The command that runs node `i` (ids start at 1).
     pub fn command(&self, i: usize) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
-        cmd.args(["server", "--id", &(i + 1).to_string(), "--peers", &self.peers()])
-            .arg("--data-dir")
-            .arg(self.data_dir(i))
-            .args(["--resp", &self.resp[i].to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "server",
+            "--id",
+            &(i + 1).to_string(),
+            "--peers",
+            &self.peers(),
+        ])
+        .arg("--data-dir")
+        .arg(self.data_dir(i))
+        .args(["--resp", &self.resp[i].to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         cmd
     }
 
@@ -138,7 +144,9 @@ impl Cluster {
             }
             let running = (0..self.n()).filter(|&i| self.is_running(i)).count();
             if statuses.len() == running
-                && statuses.iter().all(|s| s.applied_index == statuses[0].applied_index)
+                && statuses
+                    .iter()
+                    .all(|s| s.applied_index == statuses[0].applied_index)
             {
                 for s in &statuses {
                     assert_eq!(
