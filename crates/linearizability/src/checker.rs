@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::info::{CheckInfo, LinearizedOp, OpInfo, PartitionInfo};
 use crate::model::{Model, Operation};
-use crate::search::{event_order, next_candidates, search, Budget, SearchOutcome};
+use crate::search::{search, stuck_after, Budget, SearchOutcome};
 
 /// The verdict on a history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,18 +135,10 @@ fn partition_info<M: Model>(
         });
     }
 
-    let blocked = if outcome.result == CheckResult::Ok {
-        Vec::new()
+    let (blocked, unsatisfiable) = if outcome.result == CheckResult::Ok {
+        (Vec::new(), Vec::new())
     } else {
-        let events = event_order(ops.iter().map(|o| (o.call, o.return_time)));
-        next_candidates(&events, &outcome.longest_prefix, ops.len())
-            .into_iter()
-            .filter(|&op| {
-                model
-                    .step(&state, &ops[op].input, &ops[op].output)
-                    .is_none()
-            })
-            .collect()
+        stuck_after(model, ops, &outcome.longest_prefix, &state)
     };
 
     PartitionInfo {
@@ -170,6 +162,7 @@ fn partition_info<M: Model>(
         initial_state,
         longest_prefix,
         blocked,
+        unsatisfiable,
     }
 }
 
@@ -194,40 +187,44 @@ mod tests {
         }
     }
 
-    /// `n` appends on `key` that all overlap, followed by a read of a value
-    /// no order of them can produce. Every order yields a distinct state, so
-    /// memoisation cannot help and refuting it takes about e * n! steps.
-    fn hopeless(key: &str, n: u64) -> Vec<KvOperation> {
-        let mut h: Vec<KvOperation> = (0..n)
-            .map(|i| op(i, KvInput::append(key, format!("{i};")), "", 0, 100))
-            .collect();
-        h.push(op(n, KvInput::get(key), "impossible", 101, 102));
-        h
-    }
+    /// Named counters that can be added to and read. Their states are sums,
+    /// so unlike strings built by appends, orders of additions collapse; the
+    /// trait's defaults are used for everything else, including the pruning
+    /// hint, which never prunes.
+    struct Counters;
 
-    /// A counter with no partitioning, to exercise the trait's defaults.
-    struct Counter;
+    /// `(counter, Some(delta))` adds, `(counter, None)` reads.
+    type CounterOp = Operation<(u8, Option<i64>), i64>;
 
-    impl Model for Counter {
+    impl Model for Counters {
         type State = i64;
-        type Input = Option<i64>; // Some(delta) adds, None reads
+        type Input = (u8, Option<i64>);
         type Output = i64;
 
         fn init(&self) -> i64 {
             0
         }
 
-        fn step(&self, state: &i64, input: &Option<i64>, output: &i64) -> Option<i64> {
-            match input {
+        fn step(&self, state: &i64, input: &(u8, Option<i64>), output: &i64) -> Option<i64> {
+            match input.1 {
                 Some(delta) => Some(state + delta),
                 None => (output == state).then_some(*state),
             }
         }
 
-        fn describe(&self, input: &Option<i64>, output: &i64) -> String {
-            match input {
-                Some(d) => format!("add({d})"),
-                None => format!("read() -> {output}"),
+        fn partition(&self, ops: &[CounterOp]) -> Vec<Vec<usize>> {
+            let mut parts: Vec<Vec<usize>> = vec![Vec::new(); 256];
+            for (i, o) in ops.iter().enumerate() {
+                parts[o.input.0 as usize].push(i);
+            }
+            parts.retain(|p| !p.is_empty());
+            parts
+        }
+
+        fn describe(&self, input: &(u8, Option<i64>), output: &i64) -> String {
+            match input.1 {
+                Some(d) => format!("add(c{}, {d})", input.0),
+                None => format!("read(c{}) -> {output}", input.0),
             }
         }
 
@@ -236,34 +233,60 @@ mod tests {
         }
     }
 
-    fn counter_op(
-        input: Option<i64>,
-        output: i64,
-        call: u64,
-        return_time: u64,
-    ) -> Operation<Option<i64>, i64> {
+    fn add(counter: u8, delta: i64, call: u64, return_time: u64) -> CounterOp {
         Operation {
             client_id: call,
-            input,
+            input: (counter, Some(delta)),
             call,
-            output,
+            output: 0,
             return_time,
         }
     }
 
+    fn read(counter: u8, value: i64, call: u64, return_time: u64) -> CounterOp {
+        Operation {
+            client_id: call,
+            input: (counter, None),
+            call,
+            output: value,
+            return_time,
+        }
+    }
+
+    /// `n` concurrent additions of distinct powers of two to `counter`,
+    /// then a read of a value no subset of them sums to. Every subset is a
+    /// distinct configuration, so refuting it takes about 2^n steps.
+    fn hopeless(counter: u8, n: u32) -> Vec<CounterOp> {
+        let mut h: Vec<CounterOp> = (0..n).map(|i| add(counter, 1 << i, 0, 100)).collect();
+        h.push(read(counter, -1, 101, 102));
+        h
+    }
+
     #[test]
     fn default_partition_checks_the_whole_history() {
-        let ok = [
-            counter_op(Some(2), 0, 0, 10),
-            counter_op(Some(3), 0, 1, 10),
-            counter_op(None, 3, 2, 4),
-            counter_op(None, 5, 11, 12),
-        ];
-        assert_eq!(check_operations(&Counter, &ok, None), CheckResult::Ok);
-        let mut bad = ok.to_vec();
-        bad[3].output = 3;
-        let (result, info) = check_operations_verbose(&Counter, &bad, None);
-        assert_eq!(result, CheckResult::Illegal);
+        struct Whole;
+        impl Model for Whole {
+            type State = i64;
+            type Input = (u8, Option<i64>);
+            type Output = i64;
+            fn init(&self) -> i64 {
+                0
+            }
+            fn step(&self, s: &i64, i: &(u8, Option<i64>), o: &i64) -> Option<i64> {
+                Counters.step(s, i, o)
+            }
+            fn describe(&self, i: &(u8, Option<i64>), o: &i64) -> String {
+                Counters.describe(i, o)
+            }
+            fn describe_state(&self, s: &i64) -> String {
+                s.to_string()
+            }
+        }
+        // Counter 1's read only makes sense if all counters are one.
+        let h = [add(0, 2, 0, 1), add(1, 3, 0, 1), read(1, 5, 2, 3)];
+        assert_eq!(check_operations(&Whole, &h, None), CheckResult::Ok);
+        assert_eq!(check_operations(&Counters, &h, None), CheckResult::Illegal);
+        let (_, info) = check_operations_verbose(&Whole, &h, None);
         assert_eq!(info.partitions.len(), 1);
         assert_eq!(info.partitions[0].title, "");
     }
@@ -291,6 +314,7 @@ mod tests {
         assert_eq!(x.longest_prefix[0].op, 0);
         assert_eq!(x.longest_prefix[0].state_after, "\"1\"");
         assert_eq!(x.blocked, vec![1]);
+        assert_eq!(x.unsatisfiable, vec![1]); // nothing writes "" again
 
         let y = &info.partitions[1];
         assert_eq!(y.result, CheckResult::Ok);
@@ -308,17 +332,10 @@ mod tests {
         ];
         let (result, info) = check_operations_verbose(&KvModel, &h, None);
         assert_eq!(result, CheckResult::Ok);
-        let order: Vec<usize> = info.partitions[0]
-            .longest_prefix
-            .iter()
-            .map(|s| s.op)
-            .collect();
+        let steps = &info.partitions[0].longest_prefix;
+        let order: Vec<usize> = steps.iter().map(|s| s.op).collect();
         assert_eq!(order, vec![1, 0, 2]);
-        let states: Vec<&str> = info.partitions[0]
-            .longest_prefix
-            .iter()
-            .map(|s| s.state_after.as_str())
-            .collect();
+        let states: Vec<&str> = steps.iter().map(|s| s.state_after.as_str()).collect();
         assert_eq!(states, vec!["\"b\"", "\"ba\"", "\"ba\""]);
     }
 
@@ -337,36 +354,50 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_appends_with_a_tiny_budget_are_unknown() {
+        let h: Vec<KvOperation> = (0..20)
+            .map(|i| op(i, KvInput::append("x", format!("{i};")), "", 0, 100))
+            .chain([op(20, KvInput::get("x"), "0;", 101, 102)])
+            .collect();
+        assert_eq!(
+            check_operations(&KvModel, &h, Some(Duration::from_nanos(1))),
+            CheckResult::Unknown
+        );
+        assert_eq!(check_operations(&KvModel, &h, None), CheckResult::Illegal);
+    }
+
+    #[test]
     fn pathological_history_times_out() {
-        let h = hopeless("x", 16);
+        let h = hopeless(0, 40);
         for timeout in [Duration::from_nanos(1), Duration::from_millis(50)] {
             let started = Instant::now();
             assert_eq!(
-                check_operations(&KvModel, &h, Some(timeout)),
+                check_operations(&Counters, &h, Some(timeout)),
                 CheckResult::Unknown
             );
             assert!(started.elapsed() < timeout + Duration::from_secs(2));
         }
         let (result, info) =
-            check_operations_verbose(&KvModel, &h, Some(Duration::from_millis(20)));
+            check_operations_verbose(&Counters, &h, Some(Duration::from_millis(20)));
         assert_eq!(result, CheckResult::Unknown);
-        assert_eq!(info.partitions[0].result, CheckResult::Unknown);
-        // It got as far as every append but not the read.
-        assert_eq!(info.partitions[0].longest_prefix.len(), 16);
-        assert_eq!(info.partitions[0].blocked, vec![16]);
+        let p = &info.partitions[0];
+        assert_eq!(p.result, CheckResult::Unknown);
+        // It got as far as every addition but not the read.
+        assert_eq!(p.longest_prefix.len(), 40);
+        assert_eq!(p.blocked, vec![40]);
     }
 
     #[test]
     fn illegal_partition_is_found_even_when_another_times_out() {
-        let mut h = hopeless("slow", 16);
-        h.push(op(0, KvInput::put("fast", "1"), "", 0, 1));
-        h.push(op(1, KvInput::get("fast"), "2", 2, 3));
+        let mut h = hopeless(0, 40);
+        h.push(add(1, 1, 0, 1));
+        h.push(read(1, 2, 2, 3));
         let timeout = Some(Duration::from_millis(50));
         assert_eq!(
-            check_operations(&KvModel, &h, timeout),
+            check_operations(&Counters, &h, timeout),
             CheckResult::Illegal
         );
-        let (result, info) = check_operations_verbose(&KvModel, &h, timeout);
+        let (result, info) = check_operations_verbose(&Counters, &h, timeout);
         assert_eq!(result, CheckResult::Illegal);
         assert_eq!(info.partitions[0].result, CheckResult::Unknown);
         assert_eq!(info.partitions[1].result, CheckResult::Illegal);
@@ -374,11 +405,10 @@ mod tests {
 
     #[test]
     fn exhaustive_refutation_of_a_moderate_case_finishes() {
-        // Every one of the 8! append orders is a distinct state, so refuting
-        // the read means visiting about e * 8! (~110,000) configurations.
-        let h = hopeless("x", 8);
+        // 2^12 subsets of additions, each a distinct configuration.
+        let h = hopeless(0, 12);
         assert_eq!(
-            check_operations(&KvModel, &h, Some(Duration::from_secs(30))),
+            check_operations(&Counters, &h, Some(Duration::from_secs(30))),
             CheckResult::Illegal
         );
     }

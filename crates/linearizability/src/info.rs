@@ -37,11 +37,15 @@ pub struct PartitionInfo {
     /// of a prefix of the sub-history, in linearization order. It covers every
     /// operation when `result` is `Ok`.
     pub longest_prefix: Vec<LinearizedOp>,
-    /// Operations that could have come next after `longest_prefix` in real
-    /// time but that the model rejects in the state it leads to. When
-    /// `result` is `Illegal` this is the evidence: none of them can be
-    /// linearized next.
+    /// Operations that could come next after `longest_prefix` in real time
+    /// but that the model rejects in the state it leads to.
     pub blocked: Vec<usize>,
+    /// Operations that the model rejects after `longest_prefix` and, by its
+    /// [`crate::Model::may_become_legal`] hint, can never accept again
+    /// whatever comes in between: with the default hint, none. Together with
+    /// `blocked`, this is usually why the search could go no further (it may
+    /// also have been stopped by such an operation further ahead, or by time).
+    pub unsatisfiable: Vec<usize>,
 }
 
 /// One operation as shown in reports.

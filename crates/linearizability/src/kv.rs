@@ -5,7 +5,14 @@
 //! single key. Only a `get`'s output is checked; the output of `put` and
 //! `append` is ignored, which is why a write whose reply was lost can be
 //! recorded with `return_time: u64::MAX` and any output. A `get` whose reply
-//! was lost says nothing and must be left out of the history.
+//! was lost says nothing; [`KvModel::partition`] leaves it out.
+//!
+//! The model implements both search hints: a `get` is read-only, and a `get`
+//! of `v` can only become legal from a state `s` if `v` is `s` followed by
+//! values of appends that may still come first, or the value of such a put
+//! followed by them. Values that are unique per write (e.g. carrying the
+//! client and a sequence number) make that check, and so the checker, most
+//! effective.
 
 use std::collections::HashMap;
 
@@ -89,7 +96,7 @@ impl Model for KvModel {
 
     fn step(&self, state: &String, input: &KvInput, output: &KvOutput) -> Option<String> {
         match input.op {
-            KvOp::Get => (output.value == *state).then(|| state.clone()),
+            KvOp::Get => equal(&output.value, state).then(|| state.clone()),
             KvOp::Put => Some(input.value.clone()),
             KvOp::Append => {
                 let mut next = String::with_capacity(state.len() + input.value.len());
@@ -98,6 +105,10 @@ impl Model for KvModel {
                 Some(next)
             }
         }
+    }
+
+    fn is_read_only(&self, input: &KvInput, _output: &KvOutput) -> bool {
+        input.op == KvOp::Get
     }
 
     /// A read of `v` can only become legal from `state` if `v` is `state`
@@ -128,18 +139,21 @@ impl Model for KvModel {
         }
         let target = output.value.as_str();
         let reachable_from = |base: &str| {
-            target
-                .strip_prefix(base)
-                .is_some_and(|tail| spelled_by(tail.as_bytes(), &appends))
+            starts_with(target, base) && spelled_by(&target.as_bytes()[base.len()..], &appends)
         };
         reachable_from(state) || puts.into_iter().any(reachable_from)
     }
 
-    /// One part per key, in order of first appearance.
+    /// One part per key, in order of first appearance. A `get` without a
+    /// reply is left out: it constrains nothing, and the checker relies on
+    /// unanswered operations being legal in every state.
     fn partition(&self, ops: &[KvOperation]) -> Vec<Vec<usize>> {
         let mut part_of_key: HashMap<&str, usize> = HashMap::new();
         let mut parts: Vec<Vec<usize>> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
+            if op.input.op == KvOp::Get && op.return_time == u64::MAX {
+                continue;
+            }
             let p = *part_of_key.entry(op.input.key.as_str()).or_insert_with(|| {
                 parts.push(Vec::new());
                 parts.len() - 1
@@ -168,24 +182,62 @@ impl Model for KvModel {
     }
 }
 
+/// How many trailing bytes are compared before the rest. Values grown by
+/// appends share long prefixes and differ near the end, so this settles most
+/// comparisons without scanning the whole value.
+const TAIL: usize = 16;
+
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.as_bytes()[a.len().saturating_sub(TAIL)..]
+            == b.as_bytes()[b.len().saturating_sub(TAIL)..]
+        && a == b
+}
+
+fn starts_with(text: &str, prefix: &str) -> bool {
+    let (text, prefix) = (text.as_bytes(), prefix.as_bytes());
+    prefix.len() <= text.len() && {
+        let from = prefix.len().saturating_sub(TAIL);
+        text[from..prefix.len()] == prefix[from..] && text[..from] == prefix[..from]
+    }
+}
+
 /// Whether `text` is a concatenation of `pieces` (each any number of times).
 fn spelled_by(text: &[u8], pieces: &[&[u8]]) -> bool {
     if text.is_empty() {
         return true;
     }
+    // Pieces are matched on their first eight bytes before anything else,
+    // which rejects nearly every mismatch with one comparison.
+    let heads: Vec<(u64, u64)> = pieces.iter().map(|p| head(p)).collect();
     let mut reachable = vec![false; text.len() + 1];
     reachable[0] = true;
     for at in 0..text.len() {
         if !reachable[at] {
             continue;
         }
-        for piece in pieces {
-            if text[at..].starts_with(piece) {
+        let (word, _) = head(&text[at..]);
+        for (piece, &(piece_word, mask)) in pieces.iter().zip(&heads) {
+            if word & mask == piece_word && text[at..].starts_with(piece) {
                 reachable[at + piece.len()] = true;
             }
         }
     }
     reachable[text.len()]
+}
+
+/// Up to the first eight bytes of `bytes` as a little-endian word, and a
+/// mask of the bytes present.
+fn head(bytes: &[u8]) -> (u64, u64) {
+    let n = bytes.len().min(8);
+    let mut buf = [0u8; 8];
+    buf[..n].copy_from_slice(&bytes[..n]);
+    let mask = if n == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    };
+    (u64::from_le_bytes(buf), mask)
 }
 
 #[cfg(test)]
@@ -351,6 +403,17 @@ mod tests {
     }
 
     #[test]
+    fn unanswered_reads_are_ignored() {
+        let h = [
+            put(0, "x", "1", 0, 1),
+            get(1, "x", "never seen", 2, OPEN),
+            get(1, "x", "1", 3, 4),
+        ];
+        assert_eq!(KvModel.partition(&h), vec![vec![0, 2]]);
+        assert_eq!(check(&h), CheckResult::Ok);
+    }
+
+    #[test]
     fn unanswered_append_observed_later_is_ok() {
         let h = [
             append(0, "x", "a", 0, OPEN),
@@ -388,6 +451,54 @@ mod tests {
     fn unanswered_append_cannot_act_before_its_call() {
         let h = [get(1, "x", "a", 0, 1), append(0, "x", "a", 2, OPEN)];
         assert_eq!(check(&h), CheckResult::Illegal);
+    }
+
+    #[test]
+    fn reads_become_legal_only_from_extendable_states() {
+        let m = KvModel;
+        let read = KvInput::get("x");
+        let seen = KvOutput::new("p;a;b;");
+        let available = [
+            append(0, "x", "a;", 0, 1),
+            append(0, "x", "b;", 0, 1),
+            put(0, "x", "p;", 0, 1),
+            get(0, "x", "ignored", 0, 1),
+        ];
+        let may = |state: &str, ops: &[KvOperation]| {
+            m.may_become_legal(&state.to_string(), &read, &seen, ops.iter())
+        };
+        assert!(may("p;", &available));
+        assert!(may("p;a;", &available));
+        assert!(may("", &available)); // via the put
+        assert!(may("p;b;", &available)); // the put can still reset it
+        assert!(!may("p;b;", &available[..2])); // b came too early
+        assert!(!may("q;", &available[..2])); // no put to reset
+        assert!(!may("p;", &available[1..])); // a is gone
+        assert!(may("p;a;", &available[1..2]));
+        // Writes are always legal, so never pruned.
+        assert!(m.may_become_legal(
+            &"zzz".to_string(),
+            &KvInput::put("x", "1"),
+            &KvOutput::default(),
+            std::iter::empty()
+        ));
+    }
+
+    #[test]
+    fn spelling_and_comparisons() {
+        let pieces: [&[u8]; 3] = [b"ab", b"abc", b"c"];
+        assert!(spelled_by(b"", &pieces));
+        assert!(spelled_by(b"abcab", &pieces));
+        assert!(spelled_by(b"ababcc", &pieces));
+        assert!(!spelled_by(b"abca", &pieces));
+        assert!(!spelled_by(b"x", &[]));
+        let long = "0123456789".repeat(5);
+        assert!(equal(&long, &long.clone()));
+        assert!(!equal(&long, &format!("{}x", &long[1..])));
+        assert!(starts_with(&long, &long[..33]));
+        assert!(!starts_with(&long[..33], &long));
+        assert!(!starts_with(&long, &format!("x{}", &long[1..33])));
+        assert!(starts_with("abc", ""));
     }
 
     #[test]

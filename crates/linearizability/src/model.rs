@@ -16,8 +16,11 @@ use std::hash::Hash;
 /// it then stays concurrent with everything invoked after it and may be
 /// linearized anywhere after its call. For a write that is exact, because a
 /// write that never took effect is indistinguishable from one that took
-/// effect after every other operation. A read with an unknown outcome carries
-/// no information and should be left out of the history altogether.
+/// effect after every other operation. The checker relies on that: an
+/// operation without a return must be accepted by [`Model::step`] in every
+/// state, so that it can always be linearized last. A read with an unknown
+/// outcome carries no information and must be left out of the history (or of
+/// every partition) altogether.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation<I, O> {
     /// The client that issued the operation. Used for the report only; the
@@ -72,6 +75,17 @@ pub trait Model {
 
     /// A label for a state in reports.
     fn describe_state(&self, state: &Self::State) -> String;
+
+    /// Whether the operation leaves the state unchanged in every state that
+    /// `step` accepts it in, like a read. The search linearizes such an
+    /// operation as soon as it is legal without trying alternatives, which is
+    /// always safe for a true read and can be a large saving. Saying `true`
+    /// for anything else (e.g. a write that happens to rewrite the current
+    /// value) makes the checker unsound; the default is `false`.
+    fn is_read_only(&self, input: &Self::Input, output: &Self::Output) -> bool {
+        let _ = (input, output);
+        false
+    }
 
     /// An optional pruning hint, consulted when `step` rejects an operation
     /// in `state`.

@@ -18,7 +18,7 @@ const EVENT_GAP: f64 = 8.0;
 const END_PAD: f64 = 150.0;
 const ROW_HEIGHT: f64 = 34.0;
 /// Offset of a bar within its row; the space above holds step numbers.
-const BAR_TOP: f64 = 12.0;
+const BAR_TOP: f64 = 13.0;
 const BAR_HEIGHT: f64 = 19.0;
 const AXIS_HEIGHT: f64 = 8.0;
 /// Approximate advance of one character of the 11px monospace label font.
@@ -26,6 +26,11 @@ const CHAR_WIDTH: f64 = 6.7;
 /// Bars are widened to fit their label up to this width.
 const MAX_LABEL_WIDTH: f64 = 260.0;
 const MIN_BAR_WIDTH: f64 = 14.0;
+/// Partitions with more operations than this that are not linearizable get
+/// a close-up of where the search stopped before the full timeline.
+const FOCUS_OPS: usize = 60;
+/// How many of the last steps of the longest prefix the close-up includes.
+const FOCUS_STEPS: usize = 8;
 /// States and labels can be huge (a value grown by many appends); tooltips
 /// and table cells show at most this many characters of them.
 const MAX_TEXT: usize = 400;
@@ -39,8 +44,9 @@ const MAX_TEXT: usize = 400;
 /// the longest linearizable prefix found: its operations in green, numbered
 /// in linearization order at a possible linearization point, the state after
 /// each in the tooltip and in a table below, and in red the operations that
-/// could not be linearized next. `model` only names the specification in the
-/// title; everything else was rendered when the check ran.
+/// could not be linearized next (orange: can never become legal again).
+/// `model` only names the specification in the title; everything else was
+/// rendered when the check ran.
 pub fn write_report<M: Model>(model: &M, info: &CheckInfo, path: &Path) -> io::Result<()> {
     std::fs::write(path, render(std::any::type_name_of_val(model), info))
 }
@@ -125,33 +131,59 @@ fn render_partition(out: &mut String, index: usize, p: &PartitionInfo) {
                 p.ops.len()
             );
         }
-        CheckResult::Illegal => {
-            let _ = writeln!(
+        CheckResult::Illegal | CheckResult::Unknown => {
+            let _ = write!(
                 out,
-                "<p>Not linearizable. The longest linearizable prefix found has {} of {} \
-                 operations (green, numbered in linearization order) and leaves the state \
-                 <code>{}</code>. None of the operations in red can be linearized next from \
-                 that state, and every other remaining operation must come after one of \
-                 them.</p>",
+                "<p>{} The longest linearizable prefix found has {} of {} operations (green, \
+                 numbered in linearization order) and leaves the state <code>{}</code>.",
+                if p.result == CheckResult::Illegal {
+                    "Not linearizable."
+                } else {
+                    "Undecided: the time budget ran out first."
+                },
                 p.longest_prefix.len(),
                 p.ops.len(),
                 escape(&clip(final_state, MAX_TEXT))
             );
-        }
-        CheckResult::Unknown => {
-            let _ = writeln!(
-                out,
-                "<p>Undecided: the time budget ran out. The longest linearizable prefix found \
-                 so far has {} of {} operations (green) and leaves the state <code>{}</code>; \
-                 operations in red are rejected by the model in that state.</p>",
-                p.longest_prefix.len(),
-                p.ops.len(),
-                escape(&clip(final_state, MAX_TEXT))
-            );
+            if !only_blocked(p).is_empty() {
+                out.push_str(
+                    " Operations in red could come next in real time but are not legal in that \
+                     state.",
+                );
+            }
+            if !p.unsatisfiable.is_empty() {
+                out.push_str(
+                    " Operations in orange are not legal in it and can never become legal \
+                     again, whatever comes in between.",
+                );
+            }
+            if p.result == CheckResult::Illegal
+                && p.blocked.is_empty()
+                && p.unsatisfiable.is_empty()
+            {
+                out.push_str(" Every way of continuing it fails further on.");
+            }
+            out.push_str("</p>\n");
         }
     }
 
-    render_timeline(out, p);
+    let everything = vec![true; p.ops.len()];
+    match focus(p) {
+        Some(around) => {
+            let shown = around.iter().filter(|&&b| b).count();
+            let _ = writeln!(
+                out,
+                "<p>Around where the search stopped ({shown} of {} operations; the full \
+                 timeline follows):</p>",
+                p.ops.len()
+            );
+            render_timeline(out, p, &around);
+            out.push_str("<details><summary>Full timeline</summary>\n");
+            render_timeline(out, p, &everything);
+            out.push_str("</details>\n");
+        }
+        None => render_timeline(out, p, &everything),
+    }
     if expanded {
         render_tables(out, p);
     }
@@ -169,13 +201,14 @@ struct Layout {
     x_return: Vec<f64>,
     open: Vec<bool>,
     lane: Vec<usize>,
-    /// Client of each lane, and whether it is that client's first lane.
-    lanes: Vec<(u64, bool)>,
+    /// Client of each lane, and which of that client's lanes it is.
+    lanes: Vec<(u64, usize)>,
     width: f64,
 }
 
 impl Layout {
-    fn new(p: &PartitionInfo) -> Self {
+    /// Places the operations marked in `shown`; the others get no slot.
+    fn new(p: &PartitionInfo, shown: &[bool]) -> Self {
         let n = p.ops.len();
         let events = event_order(p.ops.iter().map(|o| (o.call, o.return_time)));
         let open: Vec<bool> = p.ops.iter().map(|o| o.return_time == u64::MAX).collect();
@@ -184,7 +217,7 @@ impl Layout {
         let mut call_slot = vec![0usize; n];
         let mut return_slot = vec![0usize; n];
         let mut x = GUTTER;
-        for (slot, e) in events.iter().enumerate() {
+        for (slot, e) in events.iter().filter(|e| shown[e.op]).enumerate() {
             x += EVENT_GAP;
             if e.is_call {
                 x_call[e.op] = x;
@@ -207,10 +240,10 @@ impl Layout {
 
         // A client's operations normally never overlap; one whose request got
         // no reply does overlap the client's later ones, so it gets another lane.
-        let mut by_client: Vec<usize> = (0..n).collect();
+        let mut by_client: Vec<usize> = (0..n).filter(|&op| shown[op]).collect();
         by_client.sort_by_key(|&op| (p.ops[op].client_id, call_slot[op]));
         let mut lane = vec![0; n];
-        let mut lanes: Vec<(u64, bool)> = Vec::new();
+        let mut lanes: Vec<(u64, usize)> = Vec::new();
         let mut client_lanes: Vec<(usize, usize)> = Vec::new(); // (lane, last return slot)
         let mut current_client = None;
         for op in by_client {
@@ -228,7 +261,7 @@ impl Layout {
                     entry.0
                 }
                 None => {
-                    lanes.push((client, client_lanes.is_empty()));
+                    lanes.push((client, client_lanes.len()));
                     client_lanes.push((lanes.len() - 1, return_slot[op]));
                     lanes.len() - 1
                 }
@@ -255,8 +288,60 @@ impl Layout {
     }
 }
 
-fn render_timeline(out: &mut String, p: &PartitionInfo) {
-    let layout = Layout::new(p);
+/// For a large partition that is not linearizable (or undecided), the
+/// operations around where the search stopped: the last steps of the
+/// longest prefix, the operations that could not follow them, and whatever
+/// overlaps those in time. `None` if the whole partition is small enough to
+/// show as it is.
+fn focus(p: &PartitionInfo) -> Option<Vec<bool>> {
+    if p.result == CheckResult::Ok || p.ops.len() <= FOCUS_OPS {
+        return None;
+    }
+    let events = event_order(p.ops.iter().map(|o| (o.call, o.return_time)));
+    let mut call_slot = vec![0; p.ops.len()];
+    let mut return_slot = vec![usize::MAX; p.ops.len()];
+    for (slot, e) in events.iter().enumerate() {
+        if e.is_call {
+            call_slot[e.op] = slot;
+        } else if p.ops[e.op].return_time != u64::MAX {
+            return_slot[e.op] = slot;
+        }
+    }
+    let recent = p.longest_prefix.len().saturating_sub(FOCUS_STEPS);
+    let mut anchors: Vec<usize> = p.longest_prefix[recent..].iter().map(|s| s.op).collect();
+    anchors.extend(&p.blocked);
+    anchors.extend(&p.unsatisfiable);
+    if p.blocked.is_empty() && p.unsatisfiable.is_empty() {
+        // Undecided: show what comes right after the prefix instead.
+        let mut done = vec![false; p.ops.len()];
+        p.longest_prefix.iter().for_each(|s| done[s.op] = true);
+        let mut rest: Vec<usize> = (0..p.ops.len()).filter(|&op| !done[op]).collect();
+        rest.sort_by_key(|&op| call_slot[op]);
+        anchors.extend(rest.into_iter().take(FOCUS_STEPS));
+    }
+    // An unanswered operation may have been called long before; it would
+    // stretch the close-up over the whole history, and is shown anyway.
+    let start = anchors
+        .iter()
+        .filter(|&&op| return_slot[op] != usize::MAX)
+        .map(|&op| call_slot[op])
+        .min()?;
+    let end = anchors
+        .iter()
+        .map(|&op| match return_slot[op] {
+            usize::MAX => call_slot[op],
+            slot => slot,
+        })
+        .max()?;
+    Some(
+        (0..p.ops.len())
+            .map(|op| call_slot[op] <= end && return_slot[op] >= start)
+            .collect(),
+    )
+}
+
+fn render_timeline(out: &mut String, p: &PartitionInfo, shown: &[bool]) {
+    let layout = Layout::new(p, shown);
     let n = p.ops.len();
     let expanded = p.result != CheckResult::Ok;
 
@@ -267,6 +352,10 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
     let mut blocked = vec![false; n];
     for &op in &p.blocked {
         blocked[op] = true;
+    }
+    let mut unsatisfiable = vec![false; n];
+    for &op in &p.unsatisfiable {
+        unsatisfiable[op] = true;
     }
     let before_blocked = p
         .longest_prefix
@@ -280,7 +369,7 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
         layout.height()
     );
 
-    for (lane, &(client, first)) in layout.lanes.iter().enumerate() {
+    for (lane, &(client, nth)) in layout.lanes.iter().enumerate() {
         let top = layout.row_top(lane);
         if lane % 2 == 0 {
             let _ = writeln!(
@@ -289,10 +378,10 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
                 layout.width
             );
         }
-        let name = if first {
+        let name = if nth == 0 {
             format!("client {client}")
         } else {
-            format!("client {client} \u{2192}")
+            format!("client {client} ({})", nth + 1)
         };
         let _ = writeln!(
             out,
@@ -303,8 +392,13 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
     }
 
     for (op, info) in p.ops.iter().enumerate() {
+        if !shown[op] {
+            continue;
+        }
         let class = if !expanded {
             "ok"
+        } else if unsatisfiable[op] {
+            "doomed"
         } else if blocked[op] {
             "blocked"
         } else if step_of[op].is_some() {
@@ -337,6 +431,13 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
                     clip(&p.longest_prefix[k].state_after, MAX_TEXT)
                 );
             }
+            None if unsatisfiable[op] => {
+                let _ = write!(
+                    tip,
+                    "\nnot legal in state {} and can never become legal again",
+                    clip(before_blocked, MAX_TEXT)
+                );
+            }
             None if blocked[op] => {
                 let _ = write!(
                     tip,
@@ -364,7 +465,7 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
     }
 
     if expanded && !p.longest_prefix.is_empty() {
-        render_points(out, p, &layout);
+        render_points(out, p, &layout, shown);
     }
     out.push_str("</svg></div>\n");
 }
@@ -374,27 +475,30 @@ fn render_timeline(out: &mut String, p: &PartitionInfo) {
 /// needs to come before the previous one in time, because the checker only
 /// linearizes an operation ahead of another if it was called before the
 /// other returned.
-fn render_points(out: &mut String, p: &PartitionInfo, layout: &Layout) {
+fn render_points(out: &mut String, p: &PartitionInfo, layout: &Layout, shown: &[bool]) {
     let mut points = Vec::with_capacity(p.longest_prefix.len());
     let mut last = f64::MIN;
-    for step in &p.longest_prefix {
+    for (k, step) in p.longest_prefix.iter().enumerate() {
         let op = step.op;
+        if !shown[op] {
+            continue;
+        }
         let lo = layout.x_call[op] + 3.0;
         let hi = (layout.x_return[op] - 3.0).max(lo);
         let x = (last + 3.0).max(lo).min(hi);
         last = x;
-        points.push((x, layout.row_top(layout.lane[op]) + BAR_TOP));
+        points.push((k, x, layout.row_top(layout.lane[op]) + BAR_TOP));
     }
     let path: Vec<String> = points
         .iter()
-        .map(|(x, y)| format!("{x:.1},{:.1}", y + BAR_HEIGHT / 2.0))
+        .map(|(_, x, y)| format!("{x:.1},{:.1}", y + BAR_HEIGHT / 2.0))
         .collect();
     let _ = writeln!(
         out,
         "<polyline class=\"order\" points=\"{}\"/>",
         path.join(" ")
     );
-    for (k, (x, y)) in points.iter().enumerate() {
+    for (k, x, y) in points {
         let _ = writeln!(
             out,
             "<line class=\"point\" x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/>\
@@ -411,14 +515,23 @@ fn render_tables(out: &mut String, p: &PartitionInfo) {
         .longest_prefix
         .last()
         .map_or(p.initial_state.as_str(), |s| s.state_after.as_str());
-    if !p.blocked.is_empty() {
+    for (ops, heading) in [
+        (
+            p.unsatisfiable.clone(),
+            "Can never become legal again after state",
+        ),
+        (only_blocked(p), "Cannot be linearized next from state"),
+    ] {
+        if ops.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             out,
-            "<h3>Cannot be linearized next (from state <code>{}</code>)</h3>\n<table>\n\
+            "<h3>{heading} <code>{}</code></h3>\n<table>\n\
              <tr><th>client</th><th>operation</th><th>call</th><th>return</th></tr>",
             escape(&clip(before_blocked, MAX_TEXT))
         );
-        for &op in &p.blocked {
+        for op in ops {
             table_op_row(out, p, op, None);
         }
         out.push_str("</table>\n");
@@ -467,6 +580,13 @@ fn table_op_row(out: &mut String, p: &PartitionInfo, op: usize, step: Option<(us
         );
     }
     out.push_str("</tr>\n");
+}
+
+/// The blocked operations not already shown as never becoming legal.
+fn only_blocked(p: &PartitionInfo) -> Vec<usize> {
+    let mut ops = p.blocked.clone();
+    ops.retain(|op| !p.unsatisfiable.contains(op));
+    ops
 }
 
 fn verdict(r: CheckResult) -> &'static str {
@@ -529,13 +649,14 @@ svg text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11p
 .op .bar { fill: #dce8f7; stroke: #5b8ccf; stroke-width: 1; }
 .op.lin .bar { fill: #cdebd3; stroke: #3c9a50; }
 .op.blocked .bar { fill: #f9cfcf; stroke: #d12b2b; stroke-width: 2.5; }
+.op.doomed .bar { fill: #fde0b8; stroke: #c25400; stroke-width: 2.5; }
 .op.rest .bar { fill: #ececec; stroke: #a8a8a8; }
 .op.open .bar { stroke-dasharray: 5 3; }
 .op text { fill: #222; }
 .op:hover .bar { stroke-width: 2.5; }
 .order { fill: none; stroke: #1b5e2a; stroke-width: 1; stroke-dasharray: 2 2; opacity: 0.7; }
 .point { stroke: #1b5e2a; stroke-width: 2; }
-.step { fill: #1b5e2a; font-size: 9px; text-anchor: middle; font-weight: bold; }
+.step { fill: #1b5e2a; font-size: 10px; text-anchor: middle; font-weight: bold; }
 .legend { display: flex; flex-wrap: wrap; gap: 0.4em 1.5em; margin: 0.8em 0; font-size: 0.9em; }
 .legend span { display: inline-flex; align-items: center; gap: 0.4em; }
 ";
@@ -543,7 +664,8 @@ svg text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11p
 const LEGEND: &str = "<div class=\"legend\">
 <span><svg width=\"28\" height=\"14\"><rect x=\"1\" y=\"1\" width=\"26\" height=\"12\" rx=\"3\" fill=\"#dce8f7\" stroke=\"#5b8ccf\"/></svg>operation of a linearizable partition</span>
 <span><svg width=\"28\" height=\"14\"><rect x=\"1\" y=\"1\" width=\"26\" height=\"12\" rx=\"3\" fill=\"#cdebd3\" stroke=\"#3c9a50\"/><line x1=\"9\" y1=\"0\" x2=\"9\" y2=\"14\" stroke=\"#1b5e2a\" stroke-width=\"2\"/></svg>in the longest linearizable prefix; the tick and number give its linearization point and order</span>
-<span><svg width=\"28\" height=\"14\"><rect x=\"1.5\" y=\"1.5\" width=\"25\" height=\"11\" rx=\"3\" fill=\"#f9cfcf\" stroke=\"#d12b2b\" stroke-width=\"2.5\"/></svg>could not be linearized next</span>
+<span><svg width=\"28\" height=\"14\"><rect x=\"1.5\" y=\"1.5\" width=\"25\" height=\"11\" rx=\"3\" fill=\"#f9cfcf\" stroke=\"#d12b2b\" stroke-width=\"2.5\"/></svg>could come next but is not legal after the prefix</span>
+<span><svg width=\"28\" height=\"14\"><rect x=\"1.5\" y=\"1.5\" width=\"25\" height=\"11\" rx=\"3\" fill=\"#fde0b8\" stroke=\"#c25400\" stroke-width=\"2.5\"/></svg>can never become legal after the prefix</span>
 <span><svg width=\"28\" height=\"14\"><rect x=\"1\" y=\"1\" width=\"26\" height=\"12\" rx=\"3\" fill=\"#ececec\" stroke=\"#a8a8a8\"/></svg>not reached</span>
 <span><svg width=\"28\" height=\"14\"><rect x=\"1\" y=\"1\" width=\"26\" height=\"12\" rx=\"3\" fill=\"#fff\" stroke=\"#777\" stroke-dasharray=\"5 3\"/></svg>no reply (open until the end)</span>
 <span>Bars span call to return; the horizontal axis is the order of calls and returns, not scaled time. Hover for details.</span>
