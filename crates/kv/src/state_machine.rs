@@ -123,20 +123,23 @@ mod tests {
         let mut sm = KvStateMachine::new(Limits::default());
         let get = OpKind::Get { key: "k".into() };
         assert_eq!(sm.apply(&op(1, 1, get.clone())), Ok(String::new()));
-        sm.apply(&op(1, 2, append("k", "a")));
-        sm.apply(&op(1, 3, append("k", "b")));
+        assert_eq!(sm.apply(&op(1, 2, append("k", "a"))), Ok(String::new()));
+        assert_eq!(sm.apply(&op(1, 3, append("k", "b"))), Ok(String::new()));
         assert_eq!(sm.apply(&op(1, 4, get)), Ok("ab".into()));
     }
 
     #[test]
     fn a_retried_append_is_applied_once() {
         let mut sm = KvStateMachine::new(Limits::default());
-        sm.apply(&op(7, 1, append("k", "x")));
-        sm.apply(&op(7, 1, append("k", "x")));
+        assert_eq!(sm.apply(&op(7, 1, append("k", "x"))), Ok(String::new()));
+        assert_eq!(sm.apply(&op(7, 1, append("k", "x"))), Ok(String::new()));
         assert_eq!(sm.peek("k"), Some("x"));
         // A retried Get is answered with the value it first returned.
-        sm.apply(&op(7, 2, OpKind::Get { key: "k".into() }));
-        sm.apply(&op(8, 1, append("k", "y")));
+        assert_eq!(
+            sm.apply(&op(7, 2, OpKind::Get { key: "k".into() })),
+            Ok("x".into())
+        );
+        assert_eq!(sm.apply(&op(8, 1, append("k", "y"))), Ok(String::new()));
         assert_eq!(
             sm.apply(&op(7, 2, OpKind::Get { key: "k".into() })),
             Ok("x".into())
@@ -150,7 +153,7 @@ mod tests {
             max_value_bytes: 4,
         };
         let mut sm = KvStateMachine::new(limits);
-        sm.apply(&op(1, 1, append("k", "abc")));
+        assert_eq!(sm.apply(&op(1, 1, append("k", "abc"))), Ok(String::new()));
         let reply = sm.apply(&op(1, 2, append("k", "de")));
         assert_eq!(reply, Err(KvError::ValueTooLarge { len: 5, max: 4 }));
         assert_eq!(sm.peek("k"), Some("abc"));
