@@ -94,11 +94,6 @@ impl Handle {
         (core.term(), core.is_leader())
     }
 
-    /// The leader this node last heard from in its term, if any.
-    pub fn leader_hint(&self) -> Option<crate::NodeId> {
-        self.shared.core().leader_id()
-    }
-
     /// Stops the driver. The node sends, persists and applies nothing more.
     pub fn kill(&self) {
         self.shared.killed.store(true, Ordering::SeqCst);

@@ -2,7 +2,7 @@
 //! Each node keeps its data in `<data-dir>/node<id>`, so running the command again restarts
 //! the same cluster with its data.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -100,8 +100,4 @@ async fn stop_all(children: &mut [(u64, Child)]) {
         }
     }
     println!("cluster stopped");
-}
-
-pub fn default_data_dir() -> &'static Path {
-    Path::new("./raftkv-data")
 }

@@ -124,11 +124,6 @@ impl Network {
         self.state().bytes
     }
 
-    /// Draws from the network's generator (for fixtures that share its stream).
-    pub fn gen_range(&self, range: std::ops::Range<u64>) -> u64 {
-        self.state().rng.gen_range(range)
-    }
-
     fn send(&self, from: NodeId, generation: u64, msg: Message) {
         let size = postcard::to_allocvec(&msg).map_or(0, |b| b.len()) as u64;
         let request = msg.is_request();

@@ -33,7 +33,6 @@ struct Applied {
     logs: Vec<BTreeMap<u64, Vec<u8>>>,
     /// Per server incarnation: the last index applied, to check order.
     last_applied: Vec<u64>,
-    max_index: u64,
     error: Option<String>,
 }
 
@@ -46,7 +45,6 @@ pub struct RaftCluster {
     trace: Trace,
     nodes: Arc<Mutex<Nodes>>,
     applied: Arc<Mutex<Applied>>,
-    start: Instant,
 }
 
 struct Nodes {
@@ -78,7 +76,6 @@ impl RaftCluster {
                 last_applied: vec![0; n],
                 ..Applied::default()
             })),
-            start: Instant::now(),
         };
         for i in 0..n {
             cluster.start1(i);
@@ -129,11 +126,6 @@ impl RaftCluster {
         nodes.handles[i].clone().filter(|_| nodes.connected[i])
     }
 
-    /// Virtual time since the cluster started.
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     /// Fails the test if an applier found a problem.
     pub fn check_applier(&self) {
         if let Some(err) = &self.applied().error {
@@ -143,7 +135,6 @@ impl RaftCluster {
 
     // ------------------------------------------------------------ lifecycle
 
-    /// Starts (or restarts) node `i` from its persisted state.
     /// Starts (or restarts) node `i` from its persisted state, disconnected (like the
     /// course's `start1`; tests call `connect` next).
     pub fn start1(&self, i: usize) {
@@ -306,10 +297,6 @@ impl RaftCluster {
         (count, command)
     }
 
-    pub fn max_index(&self) -> u64 {
-        self.applied().max_index
-    }
-
     /// Waits for at least `n` servers to commit `index`, giving up (None) if a term passes
     /// `start_term` meanwhile.
     pub async fn wait(&self, index: u64, n: usize, start_term: Option<u64>) -> Option<Vec<u8>> {
@@ -434,6 +421,5 @@ async fn applier(
         }
         a.last_applied[i] = index;
         a.logs[i].insert(index, m.command);
-        a.max_index = a.max_index.max(index);
     }
 }

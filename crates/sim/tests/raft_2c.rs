@@ -225,15 +225,6 @@ fn figure8_unreliable_2c() {
                 cfg.connect(i);
             }
         }
-        if std::env::var("DEBUG_F8").is_ok() {
-            let cfg2 = cfg.clone();
-            tokio::spawn(async move {
-                loop {
-                    eprintln!("{:?}\n{}", cfg2.elapsed(), cfg2.describe());
-                    sleep(Duration::from_millis(500)).await;
-                }
-            });
-        }
         cfg.one(cmd(cfg.rand(0..10_000)), servers, true).await;
         cfg.end();
     });
