@@ -195,7 +195,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     /// Carries out every pending `Ready`. Returns false once the node must stop.
     async fn handle_ready(&mut self) -> bool {
         loop {
-            let rd: Ready = {
+            let mut rd: Ready = {
                 let mut core = self.shared.core();
                 if !core.has_ready() {
                     return true;
@@ -206,14 +206,16 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 return false;
             }
             self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
-            for msg in &rd.messages {
-                self.transport.send(msg.clone());
+            // Messages and commands move out rather than being copied (an AppendEntries may
+            // carry a megabyte); `advance` only reads the entries' indexes and terms.
+            for msg in std::mem::take(&mut rd.messages) {
+                self.transport.send(msg);
             }
-            for e in &rd.committed_entries {
+            for e in &mut rd.committed_entries {
                 let msg = ApplyMsg {
                     index: e.index,
                     term: e.term,
-                    command: e.command.clone(),
+                    command: std::mem::take(&mut e.command),
                 };
                 if self.killed() || self.apply.send(msg).await.is_err() {
                     return false;

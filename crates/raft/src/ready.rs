@@ -15,7 +15,8 @@ use crate::types::{Entry, HardState};
 ///    might still lose.
 /// 3. **Apply** `committed_entries`, in order. They are always persisted already (by this
 ///    `Ready` or an earlier one).
-/// 4. Call [`crate::Raft::advance`] with this `Ready`.
+/// 4. Call [`crate::Raft::advance`] with this `Ready`. It reads only the hard state and the
+///    indexes and terms of the entries, so messages and commands may be moved out first.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,

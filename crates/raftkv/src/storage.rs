@@ -14,10 +14,18 @@ pub const EXIT_CORRUPT_DATA: i32 = 3;
 /// Exit code when a write or fsync fails while running.
 pub const EXIT_STORAGE_FAILURE: i32 = 4;
 
-#[derive(Serialize, Deserialize)]
+/// An entry as stored: its index is the WAL record's.
+#[derive(Deserialize)]
 struct StoredEntry {
     term: u64,
     command: Vec<u8>,
+}
+
+/// The same encoding as [`StoredEntry`], borrowing the command so writing copies nothing.
+#[derive(Serialize)]
+struct StoredEntryRef<'a> {
+    term: u64,
+    command: &'a [u8],
 }
 
 pub struct WalStorage {
@@ -70,9 +78,9 @@ impl WalStorage {
             let payloads: Vec<Vec<u8>> = entries
                 .iter()
                 .map(|e| {
-                    let stored = StoredEntry {
+                    let stored = StoredEntryRef {
                         term: e.term.0,
-                        command: e.command.clone(),
+                        command: &e.command,
                     };
                     postcard::to_allocvec(&stored).expect("entries always serialize")
                 })
