@@ -22,6 +22,10 @@ use tokio_util::codec::Framed;
 const INBOX: usize = 4096;
 /// Client requests one connection may have in flight; more wait to be read.
 const CLIENT_INFLIGHT: usize = 1024;
+/// Open peer and client connections; more are closed at once.
+const MAX_CONNECTIONS: usize = 10_000;
+/// A connection must say what it is within this long.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -118,6 +122,7 @@ async fn accept_loop(
     kv: KvServer,
     peers: BTreeMap<NodeId, SocketAddr>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -128,12 +133,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "refusing a connection: {MAX_CONNECTIONS} already open");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (inbox, kv, peers) = (inbox.clone(), kv.clone(), peers.clone());
         tokio::spawn(async move {
             if let Err(e) = serve_connection(stream, inbox, kv, &peers).await {
                 tracing::debug!(%addr, "connection closed: {e}");
             }
+            drop(slot);
         });
     }
 }
@@ -145,7 +155,10 @@ async fn serve_connection(
     peers: &BTreeMap<NodeId, SocketAddr>,
 ) -> anyhow::Result<()> {
     let mut framed = Framed::new(stream, wire::codec());
-    let first = framed.next().await.context("closed before hello")??;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
+        .await
+        .context("no hello in time")?
+        .context("closed before hello")??;
     match wire::decode::<Hello>(&first)? {
         Hello::Peer { from } => {
             anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
