@@ -102,6 +102,17 @@ fn persist3_2c() {
     });
 }
 
+/// The Figure 8 tests' pause between iterations: mostly up to 13 ms, one time in ten up to
+/// half an election timeout.
+async fn figure8_pause(cfg: &RaftCluster) {
+    let ms = if cfg.rand(0..1000) < 100 {
+        cfg.rand(0..RAFT_ELECTION_TIMEOUT.as_millis() as u64 / 2)
+    } else {
+        cfg.rand(0..13)
+    };
+    sleep(Duration::from_millis(ms)).await;
+}
+
 /// Test the scenarios described in Figure 8 of the extended Raft paper. Each iteration asks
 /// a leader, if there is one, to insert a command in the Raft log. If there is a leader,
 /// that leader will fail quickly with a high probability (perhaps without committing the
@@ -125,12 +136,7 @@ fn figure8_2c() {
                     }
                 }
             }
-            let ms = if cfg.rand(0..1000) < 100 {
-                cfg.rand(0..RAFT_ELECTION_TIMEOUT.as_millis() as u64 / 2)
-            } else {
-                cfg.rand(0..13)
-            };
-            sleep(Duration::from_millis(ms)).await;
+            figure8_pause(&cfg).await;
             if let Some(leader) = leader {
                 cfg.crash1(leader);
                 nup -= 1;
@@ -200,12 +206,7 @@ fn figure8_unreliable_2c() {
                     }
                 }
             }
-            let ms = if cfg.rand(0..1000) < 100 {
-                cfg.rand(0..RAFT_ELECTION_TIMEOUT.as_millis() as u64 / 2)
-            } else {
-                cfg.rand(0..13)
-            };
-            sleep(Duration::from_millis(ms)).await;
+            figure8_pause(&cfg).await;
             if let Some(leader) = leader {
                 if cfg.rand(0..1000) < RAFT_ELECTION_TIMEOUT.as_millis() as u64 / 2 {
                     cfg.disconnect(leader);

@@ -300,13 +300,7 @@ impl Wal {
 
     /// Finishes the current segment durably and starts the next one.
     fn roll(&mut self) -> Result<(), WalError> {
-        self.write_buf()?;
-        if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(io_err("fsync segment", &self.path))?;
-            self.dirty = false;
-        }
+        self.sync_segment()?;
         let seq = self.seq + 1;
         let (file, path) = segment::create(&self.dir, seq)?;
         self.seq = seq;
@@ -317,7 +311,8 @@ impl Wal {
         Ok(())
     }
 
-    fn sync_inner(&mut self) -> Result<(), WalError> {
+    /// Writes out the buffer and fsyncs the current segment if anything reached it.
+    fn sync_segment(&mut self) -> Result<(), WalError> {
         self.write_buf()?;
         if self.dirty {
             self.file
@@ -325,6 +320,11 @@ impl Wal {
                 .map_err(io_err("fsync segment", &self.path))?;
             self.dirty = false;
         }
+        Ok(())
+    }
+
+    fn sync_inner(&mut self) -> Result<(), WalError> {
+        self.sync_segment()?;
         if self.dir_dirty {
             fsutil::sync_dir(&self.dir)?;
             self.dir_dirty = false;
