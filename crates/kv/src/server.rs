@@ -53,6 +53,12 @@ pub enum Fault {
     LocalReads,
     /// The state machine applies every entry, retries included.
     NoDuplicateDetection,
+    /// A leader answers `Put` and `Append` as soon as they are proposed, before they commit.
+    AnswerBeforeCommit,
+    /// The leader records a request in the session table when it proposes it, not when it is
+    /// applied (against thesis §6.3): applying it later looks like a retry, so the leader's
+    /// replica skips the write that every other replica applies.
+    SessionUpdatedOnPropose,
 }
 
 struct Waiter {
@@ -149,6 +155,15 @@ impl KvServer {
                 .raft
                 .start(op.encode())
                 .map_err(|_| KvError::WrongLeader)?;
+            match config.fault {
+                Fault::AnswerBeforeCommit if !matches!(op.kind, OpKind::Get { .. }) => {
+                    return Ok(String::new());
+                }
+                Fault::SessionUpdatedOnPropose => {
+                    lock(&self.shared.state).record_session(op.client_id, op.seq);
+                }
+                _ => {}
+            }
             let (tx, rx) = oneshot::channel();
             // The same index can come back after a leadership change: the older waiter's
             // entry is gone, and dropping its sender tells it so.

@@ -49,6 +49,19 @@ impl KvStateMachine {
         reply
     }
 
+    /// Marks `seq` as client `client_id`'s last applied request without applying anything:
+    /// only the `Fault::SessionUpdatedOnPropose` mutant does this.
+    #[doc(hidden)]
+    pub fn record_session(&mut self, client_id: u64, seq: u64) {
+        self.sessions.insert(
+            client_id,
+            Session {
+                last_seq: seq,
+                reply: Ok(String::new()),
+            },
+        );
+    }
+
     fn execute(&mut self, kind: &OpKind) -> KvReply {
         match kind {
             OpKind::Get { key } => Ok(self.data.get(key).cloned().unwrap_or_default()),

@@ -21,6 +21,9 @@ impl RaftLog {
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(e.index, LogIndex(i as u64 + 1), "recovered log has a gap");
         }
+        for w in entries.windows(2) {
+            assert!(w[0].term <= w[1].term, "recovered log has decreasing terms");
+        }
         let stabled = LogIndex(entries.len() as u64);
         RaftLog {
             entries,
@@ -83,6 +86,10 @@ impl RaftLog {
     }
 
     pub fn append(&mut self, term: Term, command: Vec<u8>) -> LogIndex {
+        assert!(
+            term >= self.last_term(),
+            "terms in the log must not decrease"
+        );
         let index = self.last_index().next();
         self.entries.push(Entry {
             term,
@@ -100,15 +107,8 @@ impl RaftLog {
             match self.term_at(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
-                    assert!(
-                        e.index > self.committed,
-                        "truncating committed entry {} (committed {})",
-                        e.index,
-                        self.committed
-                    );
-                    self.entries.truncate(e.index.0 as usize - 1);
-                    self.stabled = self.stabled.min(e.index.prev());
-                    self.entries.push(e.clone());
+                    self.truncate_after(e.index.prev());
+                    self.push(e.clone());
                 }
                 None => {
                     assert_eq!(
@@ -116,10 +116,34 @@ impl RaftLog {
                         self.last_index().next(),
                         "entries must be contiguous"
                     );
-                    self.entries.push(e.clone());
+                    self.push(e.clone());
                 }
             }
         }
+    }
+
+    fn push(&mut self, e: Entry) {
+        assert!(
+            e.term >= self.last_term(),
+            "terms in the log must not decrease"
+        );
+        self.entries.push(e);
+    }
+
+    /// Drops every entry after `index` (only a conflict may do this: see `merge`). Committed
+    /// entries are never dropped.
+    pub fn truncate_after(&mut self, index: LogIndex) {
+        if index >= self.last_index() {
+            return;
+        }
+        assert!(
+            index >= self.committed,
+            "truncating committed entry {} (committed {})",
+            index.next(),
+            self.committed
+        );
+        self.entries.truncate(index.0 as usize);
+        self.stabled = self.stabled.min(index);
     }
 
     /// Entries in `[from, to]`, at most `max_bytes` of commands (but always at least one).
@@ -169,12 +193,11 @@ impl RaftLog {
         self.applied = self.applied.max(index);
     }
 
+    /// Checks the cursors' invariants; cheap enough to run after every step. (That terms never
+    /// decrease is checked as entries are added.)
     pub fn check_invariants(&self) {
         assert!(self.applied <= self.committed);
         assert!(self.committed <= self.last_index());
         assert!(self.stabled <= self.last_index());
-        for w in self.entries.windows(2) {
-            assert!(w[0].term <= w[1].term, "terms in the log must not decrease");
-        }
     }
 }

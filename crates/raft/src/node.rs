@@ -6,9 +6,10 @@
 //! and [`Storage`], so the same code runs in the simulator and over TCP with a write-ahead log.
 
 use crate::message::Message;
-use crate::raft::{Config, NotLeader, Raft};
+use crate::raft::{Config, NotLeader, Raft, RaftFault};
 use crate::ready::Ready;
 use crate::types::{ApplyMsg, Entry, HardState, LogIndex, Term};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,6 +43,11 @@ pub struct NodeConfig {
     /// Capacity of the apply channel. When the state machine falls behind, the driver waits
     /// for room rather than buffering without bound.
     pub apply_capacity: usize,
+    /// Simulated crashes inside a `Ready` (tests only); `None` otherwise.
+    #[doc(hidden)]
+    pub crash_hook: Option<CrashHook>,
+    /// Asserts the core's invariants after every input (the simulator turns it on).
+    pub check_invariants: bool,
 }
 
 impl NodeConfig {
@@ -50,7 +56,37 @@ impl NodeConfig {
             raft,
             tick: Duration::from_millis(10),
             apply_capacity: 4096,
+            crash_hook: None,
+            check_invariants: false,
         }
+    }
+}
+
+/// A moment inside the carrying out of a [`Ready`] at which a real process could die. Tests
+/// make a simulated node die at one of them (through [`CrashHook`]) and check that what it
+/// left on disk and on the wire is still safe. A crash *during* a persist (a prefix of the
+/// entries durable, the hard state written or not) is the simulated storage's to model.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The `Ready` is taken; nothing of it is done yet.
+    BeforePersist,
+    /// Persisted; none of its messages sent yet.
+    AfterPersist,
+    /// This many of its messages sent.
+    AfterSend(usize),
+    /// This many of its committed entries handed to the apply channel.
+    AfterApply(usize),
+}
+
+/// Asked at every [`CrashPoint`]; answering true kills the node right there.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct CrashHook(pub Arc<dyn Fn(CrashPoint) -> bool + Send + Sync>);
+
+impl fmt::Debug for CrashHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CrashHook")
     }
 }
 
@@ -135,6 +171,9 @@ pub fn spawn<S: Storage, T: Transport>(
         wake: wake_rx,
         apply: apply_tx,
         tick: config.tick,
+        crash_hook: config.crash_hook,
+        check_invariants: config.check_invariants,
+        send_before_persist: config.raft.fault == RaftFault::SendBeforePersist,
     };
     tokio::spawn(driver.run());
     (Handle { shared }, apply_rx)
@@ -148,6 +187,10 @@ struct Driver<S, T> {
     wake: mpsc::Receiver<()>,
     apply: mpsc::Sender<ApplyMsg>,
     tick: Duration,
+    crash_hook: Option<CrashHook>,
+    check_invariants: bool,
+    /// The `RaftFault::SendBeforePersist` mutant.
+    send_before_persist: bool,
 }
 
 /// How many queued messages one wake-up steps before producing a `Ready`: batching them
@@ -171,6 +214,9 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 },
                 _ = ticker.tick() => self.shared.core().tick(),
             }
+            if self.check_invariants {
+                self.shared.core().check_invariants();
+            }
             if !self.handle_ready().await {
                 return;
             }
@@ -185,6 +231,9 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         let mut core = self.shared.core();
         core.step(first);
         for _ in 1..MAX_STEPS_PER_READY {
+            if self.check_invariants {
+                core.check_invariants();
+            }
             match self.inbox.try_recv() {
                 Ok(msg) => core.step(msg),
                 Err(_) => break,
@@ -202,16 +251,27 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 }
                 core.ready()
             };
-            if self.killed() {
+            if self.killed() || self.crash_at(CrashPoint::BeforePersist) {
                 return false;
             }
-            self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
             // Messages and commands move out rather than being copied (an AppendEntries may
             // carry a megabyte); `advance` only reads the entries' indexes and terms.
-            for msg in std::mem::take(&mut rd.messages) {
-                self.transport.send(msg);
+            let messages = std::mem::take(&mut rd.messages);
+            if self.send_before_persist {
+                if !self.send_all(messages) {
+                    return false;
+                }
+                self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+                if self.crash_at(CrashPoint::AfterPersist) {
+                    return false;
+                }
+            } else {
+                self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+                if self.crash_at(CrashPoint::AfterPersist) || !self.send_all(messages) {
+                    return false;
+                }
             }
-            for e in &mut rd.committed_entries {
+            for (applied, e) in rd.committed_entries.iter_mut().enumerate() {
                 let msg = ApplyMsg {
                     index: e.index,
                     term: e.term,
@@ -220,8 +280,31 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 if self.killed() || self.apply.send(msg).await.is_err() {
                     return false;
                 }
+                if self.crash_at(CrashPoint::AfterApply(applied + 1)) {
+                    return false;
+                }
             }
             self.shared.core().advance(&rd);
         }
+    }
+
+    /// Sends `messages` in order; false if the node died on the way.
+    fn send_all(&mut self, messages: Vec<Message>) -> bool {
+        for (sent, msg) in messages.into_iter().enumerate() {
+            self.transport.send(msg);
+            if self.crash_at(CrashPoint::AfterSend(sent + 1)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the crash hook kills the node at `point`; if so the node is marked killed.
+    fn crash_at(&self, point: CrashPoint) -> bool {
+        let crash = self.crash_hook.as_ref().is_some_and(|hook| (hook.0)(point));
+        if crash {
+            self.shared.killed.store(true, Ordering::SeqCst);
+        }
+        crash
     }
 }

@@ -41,6 +41,33 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seeds the election-timeout generator.
     pub seed: u64,
+    /// A deliberate bug for the tests that must catch it; `RaftFault::None` otherwise.
+    #[doc(hidden)]
+    pub fault: RaftFault,
+}
+
+/// Deliberate bugs ("mutants"), each breaking one rule of the paper. The simulated suites run
+/// with each of them and must fail at the check meant for that bug (`docs/TESTING.md`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftFault {
+    None,
+    /// §5.4.2 broken: a leader commits an entry of an earlier term once a majority stores it
+    /// (the scenario of Figure 8).
+    CommitEarlierTerm,
+    /// §5.4.1 broken: (pre-)votes are granted without checking that the candidate's log is at
+    /// least as up to date.
+    VoteWithoutLogCheck,
+    /// Thesis §3.8 broken: the driver sends a `Ready`'s messages (votes, acknowledgements)
+    /// before persisting the state they vouch for.
+    SendBeforePersist,
+    /// §5.3 broken: a follower replaces everything after `prev_log_index` with the entries of
+    /// an AppendEntries, even where its log already matches (only a conflict may truncate).
+    TruncateOnMatch,
+    /// §5.1 broken: a leader that sees a higher term adopts it but goes on leading.
+    LeaderIgnoresHigherTerm,
+    /// Liveness broken (thesis §9.6): a node that wins a pre-vote never starts the election.
+    PreVoteNeverElects,
 }
 
 impl Config {
@@ -57,6 +84,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed,
+            fault: RaftFault::None,
         }
     }
 }
@@ -100,6 +128,9 @@ pub struct Raft {
     votes: BTreeMap<NodeId, bool>,
     /// Leader only: one entry per other peer.
     progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: the commit index it inherited when elected. Invariant (§5.4.2): beyond it,
+    /// a leader commits only up to an entry of its own term.
+    commit_at_election: LogIndex,
     /// Ticks since the last reset of the election timer (follower, candidate).
     election_elapsed: u64,
     randomized_election_ticks: u64,
@@ -133,6 +164,7 @@ impl Raft {
             leader_id: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            commit_at_election: LogIndex(0),
             election_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
             heartbeat_elapsed: 0,
@@ -288,7 +320,13 @@ impl Raft {
             return;
         }
         // §5.1: a higher term makes us a follower of that term.
-        if msg.term > self.term {
+        if msg.term > self.term
+            && self.role == Role::Leader
+            && self.config.fault == RaftFault::LeaderIgnoresHigherTerm
+        {
+            self.term = msg.term;
+            self.vote = None;
+        } else if msg.term > self.term {
             let leader = match msg.body {
                 MessageBody::AppendEntries { .. } => Some(msg.from),
                 _ => None,
@@ -416,7 +454,8 @@ impl Raft {
         }
     }
 
-    /// Asserts the invariants declared on the fields; tests call it after every step.
+    /// Asserts the invariants declared on the fields. Cheap: unit tests call it after every
+    /// step, and the simulator's nodes after every input (`NodeConfig::check_invariants`).
     pub fn check_invariants(&self) {
         self.log.check_invariants();
         for pr in self.progress.values() {
@@ -424,7 +463,26 @@ impl Raft {
             assert!(pr.match_index <= self.log.last_index());
         }
         if self.role == Role::Leader {
-            assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+            assert_eq!(
+                self.vote,
+                Some(self.config.id),
+                "invariant violated (§5.2): node {} leads term {} without having voted for itself \
+                 in it",
+                self.config.id,
+                self.term
+            );
+            let committed = self.log.committed();
+            assert!(
+                committed <= self.commit_at_election
+                    || self.log.term_at(committed) == Some(self.term),
+                "invariant violated (§5.4.2): leader {} of term {} committed up to {} (term {:?}), \
+                 past what it inherited ({}), without an entry of its own term",
+                self.config.id,
+                self.term,
+                committed,
+                self.log.term_at(committed),
+                self.commit_at_election
+            );
         }
     }
 }

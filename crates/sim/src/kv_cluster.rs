@@ -1,17 +1,21 @@
 //! The key/value test fixture, a port of the course's `kvraft/config.go`: key/value servers on
 //! the simulated network, Clerks whose endpoints are shuffled and only partly connected,
 //! partitions, shutdown and restart of servers from a copied persister, and a record of every
-//! Clerk call for the linearizability checker.
+//! Clerk call for the linearizability checker, in one strict order (see [`crate::history`]).
 //!
 //! Client RPCs follow `labrpc`: a call through a disabled endpoint fails after 0–100 ms; in
 //! unreliable mode a request is delayed 0–26 ms and dropped with probability 10%, and a reply
 //! dropped with probability 10%; a server that dies while handling a call never answers it.
+//! A shut-down server may die at a crash point inside a `Ready` (see [`crate::incarnation`]).
 
+use crate::history::{History, Record};
+use crate::incarnation::{self, CrashPolicy, Incarnation, NodeSpec};
 use crate::net::Network;
 use crate::persister::MemPersister;
+use crate::stats::Stats;
 use crate::trace::Trace;
 use kv::{Clerk, ClerkConfig, ClientTransport, KvConfig, KvReply, KvServer, Op, OpKind, RpcError};
-use raft::{Config, NodeConfig, NodeId};
+use raft::{LogIndex, NodeId, RaftFault};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,15 +26,32 @@ use tokio::time::{sleep, Instant};
 /// The course's key/value tests wait this long for a new term.
 pub const KV_ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One recorded Clerk call. Times are virtual nanoseconds since the cluster started.
+/// How to build a [`KvCluster`].
 #[derive(Clone, Debug)]
-pub struct Record {
-    pub client: u64,
-    pub kind: OpKind,
-    /// The value a `Get` returned (empty for writes).
-    pub output: String,
-    pub call: u64,
-    pub ret: u64,
+pub struct KvOptions {
+    pub servers: usize,
+    /// The course's unreliable network, for Raft messages and client RPCs alike.
+    pub unreliable: bool,
+    pub kv: KvConfig,
+    /// A deliberate bug in every Raft node (the mutant tests); `RaftFault::None` otherwise.
+    pub raft_fault: RaftFault,
+    /// Each server's tick (10 ms when missing): a clock running fast or slow.
+    pub ticks: Vec<Duration>,
+    /// How `shutdown_server` crashes a server.
+    pub crashes: CrashPolicy,
+}
+
+impl KvOptions {
+    pub fn new(servers: usize, unreliable: bool) -> KvOptions {
+        KvOptions {
+            servers,
+            unreliable,
+            kv: KvConfig::default(),
+            raft_fault: RaftFault::None,
+            ticks: Vec::new(),
+            crashes: CrashPolicy::SUITES,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -38,15 +59,18 @@ pub struct KvCluster {
     n: usize,
     net: Network,
     trace: Trace,
+    stats: Stats,
     state: Arc<Mutex<State>>,
-    history: Arc<Mutex<Vec<Record>>>,
+    history: History,
     start: Instant,
 }
 
 struct State {
     rng: ChaCha8Rng,
-    kv_config: KvConfig,
-    servers: Vec<Option<KvServer>>,
+    options: KvOptions,
+    servers: Vec<Option<(KvServer, Incarnation)>>,
+    /// Shut down at a crash point still to come: they may run on for a few milliseconds.
+    dying: Vec<Option<Incarnation>>,
     /// Bumped on every start and shutdown, so a call in flight to a dead server never returns.
     generations: Vec<u64>,
     persisters: Vec<MemPersister>,
@@ -58,30 +82,50 @@ struct State {
 
 impl KvCluster {
     pub fn new(n: usize, unreliable: bool, seed: u64) -> KvCluster {
-        KvCluster::with_config(n, unreliable, seed, KvConfig::default())
+        KvCluster::with_options(KvOptions::new(n, unreliable), seed)
     }
 
     /// A cluster whose servers use `kv_config` (the negative controls use its faults).
     pub fn with_config(n: usize, unreliable: bool, seed: u64, kv_config: KvConfig) -> KvCluster {
+        let options = KvOptions {
+            kv: kv_config,
+            ..KvOptions::new(n, unreliable)
+        };
+        KvCluster::with_options(options, seed)
+    }
+
+    /// A cluster built as `options` say; a mutant test may switch on a deliberate bug that
+    /// the options leave out ([`crate::mutants`]).
+    pub fn with_options(mut options: KvOptions, seed: u64) -> KvCluster {
+        if options.raft_fault == RaftFault::None {
+            options.raft_fault = crate::mutants::raft_fault();
+        }
+        if options.kv.fault == kv::Fault::None {
+            options.kv.fault = crate::mutants::kv_fault();
+        }
+        let n = options.servers;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let trace = Trace::new();
-        let net = Network::new(rng.gen(), trace.clone());
-        net.set_reliable(!unreliable);
+        let stats = Stats::new();
+        let net = Network::new(rng.gen(), trace.clone(), stats.clone());
+        net.set_reliable(!options.unreliable);
         let cluster = KvCluster {
             n,
             net,
             trace,
+            stats,
             state: Arc::new(Mutex::new(State {
                 rng,
-                kv_config,
-                servers: vec![None; n],
+                reliable: !options.unreliable,
+                options,
+                servers: (0..n).map(|_| None).collect(),
+                dying: (0..n).map(|_| None).collect(),
                 generations: vec![0; n],
                 persisters: (0..n).map(|_| MemPersister::new()).collect(),
                 ends: Vec::new(),
-                reliable: !unreliable,
                 next_client: 0,
             })),
-            history: Arc::new(Mutex::new(Vec::new())),
+            history: History::new(),
             start: Instant::now(),
         };
         for i in 0..n {
@@ -107,6 +151,16 @@ impl KvCluster {
         &self.trace
     }
 
+    /// The faults injected so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The Raft network, for tests that shape it themselves (the nemesis).
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+
     pub fn rand(&self, range: std::ops::Range<u64>) -> u64 {
         self.state().rng.gen_range(range)
     }
@@ -116,13 +170,25 @@ impl KvCluster {
         self.start.elapsed().as_nanos() as u64
     }
 
+    /// The course's unreliable network, for Raft messages and client RPCs alike.
     pub fn set_unreliable(&self, unreliable: bool) {
         self.state().reliable = !unreliable;
         self.net.set_reliable(!unreliable);
     }
 
+    /// Client RPCs only: lose 10% of requests and replies (and delay requests) or not.
+    pub fn set_client_links_unreliable(&self, unreliable: bool) {
+        self.state().reliable = !unreliable;
+    }
+
     pub fn server(&self, i: usize) -> Option<KvServer> {
-        self.state().servers[i].clone()
+        self.state().servers[i].as_ref().map(|(kv, _)| kv.clone())
+    }
+
+    /// Running servers, by index.
+    pub fn running(&self) -> Vec<usize> {
+        let st = self.state();
+        (0..self.n).filter(|&i| st.servers[i].is_some()).collect()
     }
 
     /// The size of server `i`'s persisted Raft state.
@@ -138,27 +204,71 @@ impl KvCluster {
     pub fn start_server(&self, i: usize) {
         let mut st = self.state();
         assert!(st.servers[i].is_none(), "server {i} is already running");
+        if let Some(dying) = st.dying[i].take() {
+            dying.kill_now();
+        }
+        // The dead incarnation writes nothing more; the new one starts from a copy of what
+        // it left, so nothing of the old one can reach it.
         let persister = st.persisters[i].copy();
         st.persisters[i] = persister.clone();
-        let (transport, inbox) = self.net.add_node(i as NodeId);
-        let peers = (0..self.n as NodeId).collect();
-        let config = NodeConfig::new(Config::new(i as NodeId, peers, st.rng.gen()));
-        let (raft, apply) = raft::spawn(config, persister, transport, inbox);
-        st.servers[i] = Some(KvServer::start(raft, apply, st.kv_config.clone()));
+        let tick = st
+            .options
+            .ticks
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_millis(10));
+        let spec = NodeSpec {
+            id: i as NodeId,
+            peers: self.n,
+            tick,
+            fault: st.options.raft_fault,
+            seed: st.rng.gen(),
+        };
+        let (inc, apply) = incarnation::start(spec, persister, &self.net, &self.stats);
+        let kv = KvServer::start(inc.handle.clone(), apply, st.options.kv.clone());
+        st.servers[i] = Some((kv, inc));
         st.generations[i] += 1;
     }
 
     /// Shuts server `i` down like a crash: no reply to any call after this, even calls in
-    /// flight; it keeps only what it persisted (the persister is copied).
+    /// flight; it keeps only what it persisted. It dies at once (and is cut off from the
+    /// others), or, as the seed decides, at a crash point within a few milliseconds, with its
+    /// links left as they were so that what it sends before dying can arrive.
     pub fn shutdown_server(&self, i: usize) {
-        self.disconnect(i, &self.all());
-        self.net.remove_node(i as NodeId);
         let mut st = self.state();
         st.generations[i] += 1;
-        if let Some(server) = st.servers[i].take() {
-            server.kill();
+        let Some((_, inc)) = st.servers[i].take() else {
+            return;
+        };
+        let policy = st.options.crashes;
+        let dead = inc.crash(&mut st.rng, policy);
+        if dead {
+            drop(st);
+            self.disconnect(i, &self.all());
+        } else {
+            st.dying[i] = Some(inc);
         }
-        st.persisters[i] = st.persisters[i].copy();
+    }
+
+    /// Whether server `i` was shut down but has not reached its crash point yet.
+    pub fn is_dying(&self, i: usize) -> bool {
+        self.state().dying[i]
+            .as_ref()
+            .is_some_and(|inc| !inc.fuse.is_dead())
+    }
+
+    /// Stops every server at once, for the end of a run.
+    pub fn stop_all(&self) {
+        let mut st = self.state();
+        for i in 0..self.n {
+            st.generations[i] += 1;
+            if let Some((_, inc)) = st.servers[i].take() {
+                inc.kill_now();
+            }
+            if let Some(inc) = st.dying[i].take() {
+                inc.kill_now();
+            }
+        }
     }
 
     /// Enables Raft traffic between `i` and each server in `to`, both ways.
@@ -214,23 +324,44 @@ impl KvCluster {
     /// Waits until every running server has applied the same prefix of the log and checks
     /// that their states are identical (replicas converge after healing).
     pub async fn check_replicas_converge(&self) {
+        if let Err(e) = self.replicas_converge(Duration::from_secs(10)).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits up to `patience` until every running server has applied the same log prefix;
+    /// then their states must be identical, and so must their logs up to that point.
+    pub async fn replicas_converge(&self, patience: Duration) -> Result<(), String> {
         let t0 = Instant::now();
         loop {
-            let servers: Vec<KvServer> = self.state().servers.iter().flatten().cloned().collect();
+            let servers: Vec<KvServer> = self
+                .running()
+                .iter()
+                .filter_map(|&i| self.server(i))
+                .collect();
             let applied: Vec<u64> = servers.iter().map(KvServer::applied_index).collect();
             if applied.iter().all(|&a| a == applied[0]) {
                 let digests: Vec<u64> = servers.iter().map(KvServer::state_digest).collect();
-                assert!(
-                    digests.iter().all(|&d| d == digests[0]),
-                    "replicas applied the same log prefix ({}) but hold different states",
-                    applied[0]
-                );
-                return;
+                if digests.iter().any(|&d| d != digests[0]) {
+                    return Err(format!(
+                        "replicas applied the same log prefix ({}) but hold different states",
+                        applied[0]
+                    ));
+                }
+                let logs: Vec<u64> = servers.iter().map(|s| log_digest(s, applied[0])).collect();
+                if logs.iter().any(|&d| d != logs[0]) {
+                    return Err(format!(
+                        "replicas applied {} entries but their logs differ before that",
+                        applied[0]
+                    ));
+                }
+                return Ok(());
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "replicas did not converge: applied indexes {applied:?}"
-            );
+            if t0.elapsed() >= patience {
+                return Err(format!(
+                    "replicas did not converge: applied indexes {applied:?}"
+                ));
+            }
             sleep(Duration::from_millis(50)).await;
         }
     }
@@ -305,30 +436,21 @@ impl KvCluster {
     }
 
     async fn recorded(&self, ck: &mut SimClerk, kind: OpKind, client: u64) -> String {
-        let call = self.now();
+        let call = self.history.call(self.now());
         let output = match ck.clerk.execute(kind.clone()).await {
             Ok(v) => v,
             Err(e) => panic!("{kind:?} failed: {e}"),
         };
         let ret = self.now();
         self.trace.record(&ret.to_le_bytes());
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.push(Record {
-            client,
-            kind,
-            output: output.clone(),
-            call,
-            ret,
-        });
+        self.history
+            .complete(call, client, kind, output.clone(), ret);
         output
     }
 
     /// Every recorded call so far.
     pub fn history(&self) -> Vec<Record> {
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.history.records()
     }
 
     /// One client RPC through endpoint `end`, with the course's semantics.
@@ -342,8 +464,8 @@ impl KvCluster {
         let target = {
             let st = self.state();
             st.servers[server]
-                .clone()
-                .map(|s| (s, st.generations[server]))
+                .as_ref()
+                .map(|(kv, _)| (kv.clone(), st.generations[server]))
         };
         let (Some((kv, generation)), true) = (target, enabled) else {
             sleep(Duration::from_millis(self.rand(0..100))).await;
@@ -411,4 +533,24 @@ impl ClientTransport for SimClientTransport {
     async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
         self.cluster.call(self.ends[server], op).await
     }
+}
+
+/// A digest of `server`'s log up to `upto` (terms and commands).
+fn log_digest(server: &KvServer, upto: u64) -> u64 {
+    server.raft().inspect(|r| {
+        let entries = r.log().slice(LogIndex(1), LogIndex(upto), usize::MAX);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for e in &entries {
+            let bytes = e
+                .term
+                .0
+                .to_le_bytes()
+                .into_iter()
+                .chain(e.command.iter().copied());
+            for b in bytes {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        h ^ entries.len() as u64
+    })
 }

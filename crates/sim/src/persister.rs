@@ -43,6 +43,11 @@ impl MemPersister {
     pub fn entries(&self) -> Vec<Entry> {
         self.state().entries.clone()
     }
+
+    /// The index of the last entry stored (0 for an empty log).
+    pub fn last_index(&self) -> u64 {
+        self.state().entries.len() as u64
+    }
 }
 
 impl Storage for MemPersister {

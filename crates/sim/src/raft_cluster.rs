@@ -3,12 +3,17 @@
 //! `one`, `n_committed`, `wait`, and an applier per node that fails the test when two nodes
 //! apply different commands at one index or a node applies out of order.
 //!
+//! `crash1` may make a node die at a crash point inside a `Ready`, as the seed decides (see
+//! [`crate::incarnation`]); `start1` of a running node crashes it at once.
+//!
 //! Commands are byte strings; [`cmd`] encodes the course's integer commands.
 
+use crate::incarnation::{self, CrashPolicy, Incarnation, NodeSpec};
 use crate::net::Network;
 use crate::persister::MemPersister;
+use crate::stats::Stats;
 use crate::trace::Trace;
-use raft::{ApplyMsg, Config, Handle, NodeConfig, NodeId};
+use raft::{ApplyMsg, Handle, NodeId, RaftFault};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -31,8 +36,6 @@ struct Applied {
     /// Per server: index -> command. Kept across restarts: a restarted node re-applies its
     /// log from the start and must apply the same commands.
     logs: Vec<BTreeMap<u64, Vec<u8>>>,
-    /// Per server incarnation: the last index applied, to check order.
-    last_applied: Vec<u64>,
     error: Option<String>,
 }
 
@@ -43,37 +46,50 @@ pub struct RaftCluster {
     n: usize,
     net: Network,
     trace: Trace,
+    stats: Stats,
     nodes: Arc<Mutex<Nodes>>,
     applied: Arc<Mutex<Applied>>,
 }
 
 struct Nodes {
     rng: ChaCha8Rng,
-    handles: Vec<Option<Handle>>,
+    fault: RaftFault,
+    running: Vec<Option<Incarnation>>,
+    /// Crashed at a crash point still to come: they may run on for a few milliseconds.
+    dying: Vec<Option<Incarnation>>,
     persisters: Vec<MemPersister>,
     connected: Vec<bool>,
 }
 
 impl RaftCluster {
-    /// `n` nodes, all started and connected, on a reliable or unreliable network.
+    /// `n` nodes, all started and connected, on a reliable or unreliable network. Their
+    /// Raft is correct unless a mutant test switched one on ([`crate::mutants`]).
     pub fn new(n: usize, unreliable: bool, seed: u64) -> RaftCluster {
+        RaftCluster::with_fault(n, unreliable, seed, crate::mutants::raft_fault())
+    }
+
+    /// A cluster whose nodes all carry the deliberate bug `fault` (the mutant tests).
+    pub fn with_fault(n: usize, unreliable: bool, seed: u64, fault: RaftFault) -> RaftCluster {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let trace = Trace::new();
-        let net = Network::new(rng.gen(), trace.clone());
+        let stats = Stats::new();
+        let net = Network::new(rng.gen(), trace.clone(), stats.clone());
         net.set_reliable(!unreliable);
         let cluster = RaftCluster {
             n,
             net,
             trace,
+            stats,
             nodes: Arc::new(Mutex::new(Nodes {
                 rng,
-                handles: vec![None; n],
+                fault,
+                running: (0..n).map(|_| None).collect(),
+                dying: (0..n).map(|_| None).collect(),
                 persisters: (0..n).map(|_| MemPersister::new()).collect(),
                 connected: vec![false; n],
             })),
             applied: Arc::new(Mutex::new(Applied {
                 logs: vec![BTreeMap::new(); n],
-                last_applied: vec![0; n],
                 ..Applied::default()
             })),
         };
@@ -106,6 +122,11 @@ impl RaftCluster {
         &self.trace
     }
 
+    /// The faults injected so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// A random number in `range`, from the test's seeded generator.
     pub fn rand(&self, range: std::ops::Range<u64>) -> u64 {
         self.nodes().rng.gen_range(range)
@@ -113,7 +134,9 @@ impl RaftCluster {
 
     /// The running incarnation of node `i`, if it is up.
     pub fn node(&self, i: usize) -> Option<Handle> {
-        self.nodes().handles[i].clone()
+        self.nodes().running[i]
+            .as_ref()
+            .map(|inc| inc.handle.clone())
     }
 
     pub fn is_connected(&self, i: usize) -> bool {
@@ -123,7 +146,8 @@ impl RaftCluster {
     /// Node `i` if it is up and connected.
     fn reachable(&self, i: usize) -> Option<Handle> {
         let nodes = self.nodes();
-        nodes.handles[i].clone().filter(|_| nodes.connected[i])
+        let handle = nodes.running[i].as_ref().map(|inc| inc.handle.clone());
+        handle.filter(|_| nodes.connected[i])
     }
 
     /// Fails the test if an applier found a problem.
@@ -136,35 +160,52 @@ impl RaftCluster {
     // ------------------------------------------------------------ lifecycle
 
     /// Starts (or restarts) node `i` from its persisted state, disconnected (like the
-    /// course's `start1`; tests call `connect` next).
+    /// course's `start1`; tests call `connect` next). A running node is crashed first.
     pub fn start1(&self, i: usize) {
-        self.crash1(i);
+        self.disconnect(i);
         let mut nodes = self.nodes();
-        let persister = nodes.persisters[i].clone();
-        let (transport, inbox) = self.net.add_node(i as NodeId);
-        let peers = (0..self.n as NodeId).collect();
-        let config = NodeConfig::new(Config::new(i as NodeId, peers, nodes.rng.gen()));
-        let (handle, apply_rx) = raft::spawn(config, persister, transport, inbox);
-        self.applied().last_applied[i] = 0;
+        for inc in [nodes.running[i].take(), nodes.dying[i].take()]
+            .into_iter()
+            .flatten()
+        {
+            inc.kill_now();
+        }
+        // The dead incarnations write nothing more; the new one starts from a copy of what
+        // they left, so nothing of theirs can reach it.
+        let persister = nodes.persisters[i].copy();
+        nodes.persisters[i] = persister.clone();
+        let spec = NodeSpec {
+            id: i as NodeId,
+            peers: self.n,
+            tick: Duration::from_millis(10),
+            fault: nodes.fault,
+            seed: nodes.rng.gen(),
+        };
+        let (inc, apply_rx) = incarnation::start(spec, persister, &self.net, &self.stats);
         tokio::spawn(applier(
             i,
             apply_rx,
             self.applied.clone(),
             self.trace.clone(),
         ));
-        nodes.handles[i] = Some(handle);
+        nodes.running[i] = Some(inc);
     }
 
-    /// Crashes node `i`: it is disconnected and stops, the network forgets it, and its
-    /// persister is copied so that the dead incarnation cannot change what the next one
-    /// starts from.
+    /// Crashes node `i`: from now on the fixture treats it as down and disconnected. It dies
+    /// at once, or (as the seed decides) at a crash point within a few milliseconds, with
+    /// its links left as they were so that whatever it sends before dying can arrive.
     pub fn crash1(&self, i: usize) {
-        self.disconnect(i);
-        self.net.remove_node(i as NodeId);
         let mut nodes = self.nodes();
-        if let Some(node) = nodes.handles[i].take() {
-            node.kill();
-            nodes.persisters[i] = nodes.persisters[i].copy();
+        nodes.connected[i] = false;
+        let Some(inc) = nodes.running[i].take() else {
+            return;
+        };
+        let dead = inc.crash(&mut nodes.rng, CrashPolicy::SUITES);
+        if dead {
+            drop(nodes);
+            self.disconnect(i);
+        } else {
+            nodes.dying[i] = Some(inc);
         }
     }
 
@@ -213,9 +254,17 @@ impl RaftCluster {
 
     /// Stops every node (the course's `cleanup`), checking the appliers one last time.
     pub fn end(&self) {
+        let mut nodes = self.nodes();
         for i in 0..self.n {
-            self.crash1(i);
+            nodes.connected[i] = false;
+            for inc in [nodes.running[i].take(), nodes.dying[i].take()]
+                .into_iter()
+                .flatten()
+            {
+                inc.kill_now();
+            }
         }
+        drop(nodes);
         self.check_applier();
     }
 
@@ -311,8 +360,8 @@ impl RaftCluster {
                 to *= 2;
             }
             if let Some(start_term) = start_term {
-                let handles = self.nodes().handles.clone();
-                for node in handles.iter().flatten() {
+                let handles: Vec<Handle> = (0..self.n).filter_map(|i| self.node(i)).collect();
+                for node in &handles {
                     if node.state().0 .0 > start_term {
                         return None;
                     }
@@ -391,13 +440,14 @@ impl RaftCluster {
 }
 
 /// Reads one incarnation's apply channel, checking every command against what other servers
-/// applied at the same index, and the order.
+/// applied at the same index, and that this incarnation applies in order from index 1.
 async fn applier(
     i: usize,
     mut rx: mpsc::Receiver<ApplyMsg>,
     applied: Arc<Mutex<Applied>>,
     trace: Trace,
 ) {
+    let mut last_applied = 0;
     while let Some(m) = rx.recv().await {
         trace.record_apply(i as u64, m.index.0, &m.command);
         let mut a = applied.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,13 +463,12 @@ async fn applier(
         if a.error.is_none() {
             a.error = conflict;
         }
-        if index != a.last_applied[i] + 1 && a.error.is_none() {
-            let last = a.last_applied[i];
+        if index != last_applied + 1 && a.error.is_none() {
             a.error = Some(format!(
-                "server {i} apply out of order: {index} after {last}"
+                "server {i} apply out of order: {index} after {last_applied}"
             ));
         }
-        a.last_applied[i] = index;
+        last_applied = index;
         a.logs[i].insert(index, m.command);
     }
 }

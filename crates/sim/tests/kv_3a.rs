@@ -1,7 +1,7 @@
 //! The course's key/value part 3A suite, with its parameters. Every test checks its whole
 //! history with the linearizability checker; a checker timeout fails the test.
 
-use kv::{Fault, KvConfig};
+use kv::Fault;
 use sim::kv_check::check_linearizable;
 use sim::{KvCluster, KV_ELECTION_TIMEOUT};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,19 +102,13 @@ struct Generic {
     crash: bool,
     partitions: bool,
     randomkeys: bool,
-    /// `Fault::None` except in the negative controls.
-    fault: Fault,
 }
 
 /// The course's `GenericTest` (3 iterations of 5 s of client load with optional
 /// unreliability, partitions and crashes; then each client's appends are checked, and the
 /// whole history with the linearizability checker).
 async fn generic_test(name: &str, seed: u64, p: Generic) {
-    let config = KvConfig {
-        fault: p.fault,
-        ..KvConfig::default()
-    };
-    let cfg = KvCluster::with_config(p.nservers, p.unreliable, seed, config);
+    let cfg = KvCluster::new(p.nservers, p.unreliable, seed);
     let mut ck = cfg.make_client(&cfg.all());
     for _ in 0..3 {
         let done_clients = Arc::new(AtomicBool::new(false));
@@ -186,111 +180,109 @@ fn generic(nclients: u64, nservers: usize) -> Generic {
         crash: false,
         partitions: false,
         randomkeys: false,
-        fault: Fault::None,
     }
 }
 
 #[test]
 fn basic_3a() {
-    sim::run("basic_3a", |seed| {
-        generic_test("basic_3a", seed, generic(1, 5))
-    });
+    sim::run("basic_3a", basic);
+}
+
+async fn basic(seed: u64) {
+    generic_test("basic_3a", seed, generic(1, 5)).await;
 }
 
 #[test]
 fn speed_3a() {
-    sim::run("speed_3a", |seed| async move {
-        let cfg = KvCluster::new(3, false, seed);
-        let mut ck = cfg.make_client(&cfg.all());
-        // Wait until the first op completes, so a leader is elected and servers are ready.
-        cfg.get(&mut ck, "x", 0).await;
-        let num_ops = 1000;
-        let start = cfg.now();
-        for i in 0..num_ops {
-            cfg.append(&mut ck, "x", &format!("x 0 {i} y"), 0).await;
-        }
-        let per_op = Duration::from_nanos((cfg.now() - start) / num_ops);
-        let v = cfg.get(&mut ck, "x", 0).await;
-        check_clnt_appends(0, &v, num_ops);
-        // Heartbeats are ~100 ms apart; the course requires at least 3 ops per interval.
-        let time_per_op = Duration::from_millis(100) / 3;
-        assert!(
-            per_op <= time_per_op,
-            "operations completed too slowly {per_op:?}/op > {time_per_op:?}/op"
-        );
-        eprintln!("speed_3a: {per_op:?} per operation (simulated time)");
-        check_linearizable(&cfg.history(), "speed_3a", seed);
-    });
+    sim::run("speed_3a", speed);
+}
+
+async fn speed(seed: u64) {
+    let cfg = KvCluster::new(3, false, seed);
+    let mut ck = cfg.make_client(&cfg.all());
+    // Wait until the first op completes, so a leader is elected and servers are ready.
+    cfg.get(&mut ck, "x", 0).await;
+    let num_ops = 1000;
+    let start = cfg.now();
+    for i in 0..num_ops {
+        cfg.append(&mut ck, "x", &format!("x 0 {i} y"), 0).await;
+    }
+    let per_op = Duration::from_nanos((cfg.now() - start) / num_ops);
+    let v = cfg.get(&mut ck, "x", 0).await;
+    check_clnt_appends(0, &v, num_ops);
+    // Heartbeats are ~100 ms apart; the course requires at least 3 ops per interval.
+    let time_per_op = Duration::from_millis(100) / 3;
+    assert!(
+        per_op <= time_per_op,
+        "operations completed too slowly {per_op:?}/op > {time_per_op:?}/op"
+    );
+    eprintln!("speed_3a: {per_op:?} per operation (simulated time)");
+    check_linearizable(&cfg.history(), "speed_3a", seed);
 }
 
 #[test]
 fn concurrent_3a() {
-    sim::run("concurrent_3a", |seed| {
-        generic_test("concurrent_3a", seed, generic(5, 5))
-    });
+    sim::run("concurrent_3a", concurrent);
+}
+
+async fn concurrent(seed: u64) {
+    generic_test("concurrent_3a", seed, generic(5, 5)).await;
 }
 
 #[test]
 fn unreliable_3a() {
-    sim::run("unreliable_3a", |seed| {
-        let p = Generic {
-            unreliable: true,
-            ..generic(5, 5)
-        };
-        generic_test("unreliable_3a", seed, p)
-    });
+    sim::run("unreliable_3a", unreliable);
+}
+
+async fn unreliable(seed: u64) {
+    let p = Generic {
+        unreliable: true,
+        ..generic(5, 5)
+    };
+    generic_test("unreliable_3a", seed, p).await;
 }
 
 #[test]
 fn unreliable_one_key_3a() {
-    sim::run("unreliable_one_key_3a", |seed| {
-        unreliable_one_key(seed, Fault::None)
-    });
+    sim::run("unreliable_one_key_3a", unreliable_one_key);
 }
 
-async fn unreliable_one_key(seed: u64, fault: Fault) {
-    {
-        let config = KvConfig {
-            fault,
-            ..KvConfig::default()
-        };
-        let cfg = KvCluster::with_config(3, true, seed, config);
-        let mut ck = cfg.make_client(&cfg.all());
-        cfg.put(&mut ck, "k", "", 100).await;
-        let (nclient, upto) = (5u64, 10u64);
-        let tasks: Vec<_> = (0..nclient)
-            .map(|me| {
-                let cfg = cfg.clone();
-                tokio::spawn(async move {
-                    let mut myck = cfg.make_client(&cfg.all());
-                    for n in 0..upto {
-                        cfg.append(&mut myck, "k", &format!("x {me} {n} y"), me)
-                            .await;
-                    }
-                })
+async fn unreliable_one_key(seed: u64) {
+    let cfg = KvCluster::new(3, true, seed);
+    let mut ck = cfg.make_client(&cfg.all());
+    cfg.put(&mut ck, "k", "", 100).await;
+    let (nclient, upto) = (5u64, 10u64);
+    let tasks: Vec<_> = (0..nclient)
+        .map(|me| {
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let mut myck = cfg.make_client(&cfg.all());
+                for n in 0..upto {
+                    cfg.append(&mut myck, "k", &format!("x {me} {n} y"), me)
+                        .await;
+                }
             })
-            .collect();
-        for t in tasks {
-            if let Err(e) = t.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
+        })
+        .collect();
+    for t in tasks {
+        if let Err(e) = t.await {
+            std::panic::resume_unwind(e.into_panic());
         }
-        let v = cfg.get(&mut ck, "k", 100).await;
-        check_concurrent_appends(&v, &vec![upto; nclient as usize]);
-        check_linearizable(&cfg.history(), "unreliable_one_key_3a", seed);
     }
+    let v = cfg.get(&mut ck, "k", 100).await;
+    check_concurrent_appends(&v, &vec![upto; nclient as usize]);
+    check_linearizable(&cfg.history(), "unreliable_one_key_3a", seed);
 }
 
 /// Submit a request in the minority partition and check that the request doesn't go through
 /// until the partition heals. The leader in the original network ends up in the minority.
 #[test]
 fn one_partition_3a() {
-    sim::run("one_partition_3a", |seed| {
-        one_partition(seed, KvCluster::new(5, false, seed))
-    });
+    sim::run("one_partition_3a", one_partition);
 }
 
-async fn one_partition(seed: u64, cfg: KvCluster) {
+async fn one_partition(seed: u64) {
+    let cfg = KvCluster::new(5, false, seed);
     let mut ck = cfg.make_client(&cfg.all());
     cfg.put(&mut ck, "1", "13", 0).await;
 
@@ -342,145 +334,177 @@ async fn one_partition(seed: u64, cfg: KvCluster) {
 
 #[test]
 fn many_partitions_one_client_3a() {
-    sim::run("many_partitions_one_client_3a", |seed| {
-        let p = Generic {
-            partitions: true,
-            ..generic(1, 5)
-        };
-        generic_test("many_partitions_one_client_3a", seed, p)
-    });
+    sim::run("many_partitions_one_client_3a", many_partitions_one_client);
+}
+
+async fn many_partitions_one_client(seed: u64) {
+    let p = Generic {
+        partitions: true,
+        ..generic(1, 5)
+    };
+    generic_test("many_partitions_one_client_3a", seed, p).await;
 }
 
 #[test]
 fn many_partitions_many_clients_3a() {
-    sim::run("many_partitions_many_clients_3a", |seed| {
-        let p = Generic {
-            partitions: true,
-            ..generic(5, 5)
-        };
-        generic_test("many_partitions_many_clients_3a", seed, p)
-    });
+    sim::run(
+        "many_partitions_many_clients_3a",
+        many_partitions_many_clients,
+    );
+}
+
+async fn many_partitions_many_clients(seed: u64) {
+    let p = Generic {
+        partitions: true,
+        ..generic(5, 5)
+    };
+    generic_test("many_partitions_many_clients_3a", seed, p).await;
 }
 
 #[test]
 fn persist_one_client_3a() {
-    sim::run("persist_one_client_3a", |seed| {
-        let p = Generic {
-            crash: true,
-            ..generic(1, 5)
-        };
-        generic_test("persist_one_client_3a", seed, p)
-    });
+    sim::run("persist_one_client_3a", persist_one_client);
+}
+
+async fn persist_one_client(seed: u64) {
+    let p = Generic {
+        crash: true,
+        ..generic(1, 5)
+    };
+    generic_test("persist_one_client_3a", seed, p).await;
 }
 
 #[test]
 fn persist_concurrent_3a() {
-    sim::run("persist_concurrent_3a", |seed| {
-        let p = Generic {
-            crash: true,
-            ..generic(5, 5)
-        };
-        generic_test("persist_concurrent_3a", seed, p)
-    });
+    sim::run("persist_concurrent_3a", persist_concurrent);
+}
+
+async fn persist_concurrent(seed: u64) {
+    let p = Generic {
+        crash: true,
+        ..generic(5, 5)
+    };
+    generic_test("persist_concurrent_3a", seed, p).await;
 }
 
 #[test]
 fn persist_concurrent_unreliable_3a() {
-    sim::run("persist_concurrent_unreliable_3a", |seed| {
-        let p = Generic {
-            unreliable: true,
-            crash: true,
-            ..generic(5, 5)
-        };
-        generic_test("persist_concurrent_unreliable_3a", seed, p)
-    });
+    sim::run(
+        "persist_concurrent_unreliable_3a",
+        persist_concurrent_unreliable,
+    );
+}
+
+async fn persist_concurrent_unreliable(seed: u64) {
+    let p = Generic {
+        unreliable: true,
+        crash: true,
+        ..generic(5, 5)
+    };
+    generic_test("persist_concurrent_unreliable_3a", seed, p).await;
 }
 
 #[test]
 fn persist_partition_3a() {
-    sim::run("persist_partition_3a", |seed| {
-        let p = Generic {
-            crash: true,
-            partitions: true,
-            ..generic(5, 5)
-        };
-        generic_test("persist_partition_3a", seed, p)
-    });
+    sim::run("persist_partition_3a", persist_partition);
+}
+
+async fn persist_partition(seed: u64) {
+    let p = Generic {
+        crash: true,
+        partitions: true,
+        ..generic(5, 5)
+    };
+    generic_test("persist_partition_3a", seed, p).await;
 }
 
 #[test]
 fn persist_partition_unreliable_3a() {
-    sim::run("persist_partition_unreliable_3a", |seed| {
-        let p = Generic {
-            unreliable: true,
-            crash: true,
-            partitions: true,
-            ..generic(5, 5)
-        };
-        generic_test("persist_partition_unreliable_3a", seed, p)
-    });
+    sim::run(
+        "persist_partition_unreliable_3a",
+        persist_partition_unreliable,
+    );
+}
+
+async fn persist_partition_unreliable(seed: u64) {
+    let p = Generic {
+        unreliable: true,
+        crash: true,
+        partitions: true,
+        ..generic(5, 5)
+    };
+    generic_test("persist_partition_unreliable_3a", seed, p).await;
 }
 
 #[test]
 fn persist_partition_unreliable_linearizable_3a() {
-    sim::run("persist_partition_unreliable_linearizable_3a", |seed| {
-        let p = Generic {
-            unreliable: true,
-            crash: true,
-            partitions: true,
-            randomkeys: true,
-            ..generic(15, 7)
-        };
-        generic_test("persist_partition_unreliable_linearizable_3a", seed, p)
-    });
+    sim::run(
+        "persist_partition_unreliable_linearizable_3a",
+        persist_partition_unreliable_linearizable,
+    );
+}
+
+async fn persist_partition_unreliable_linearizable(seed: u64) {
+    let p = Generic {
+        unreliable: true,
+        crash: true,
+        partitions: true,
+        randomkeys: true,
+        ..generic(15, 7)
+    };
+    generic_test("persist_partition_unreliable_linearizable_3a", seed, p).await;
 }
 
 // ---------------------------------------------------------------- negative controls
 //
-// Deliberately broken servers that the suite must catch: proof that the tests can fail.
+// Deliberately broken servers (`sim::mutants`) that the suite must catch, each at the check
+// meant for it, on the fresh seeds CI gives the suites.
 
-/// Runs `test` on seeds until one fails; returns how many seeds it took (None: never caught).
-fn caught_within<F, Fut>(name: &str, seeds: u64, test: F) -> Option<u64>
-where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    (0..seeds).find_map(|seed| {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sim::seed::run_one(name, seed, &test)
-        }));
-        result.is_err().then_some(seed + 1)
-    })
+use sim::mutants::{assert_mutant_caught, Body, Mutant};
+
+fn suite() -> Vec<(&'static str, Body)> {
+    vec![
+        ("one_partition_3a", sim::body!(one_partition)),
+        ("unreliable_one_key_3a", sim::body!(unreliable_one_key)),
+        ("basic_3a", sim::body!(basic)),
+        ("concurrent_3a", sim::body!(concurrent)),
+        ("unreliable_3a", sim::body!(unreliable)),
+        (
+            "many_partitions_many_clients_3a",
+            sim::body!(many_partitions_many_clients),
+        ),
+        (
+            "persist_concurrent_unreliable_3a",
+            sim::body!(persist_concurrent_unreliable),
+        ),
+        (
+            "persist_partition_unreliable_3a",
+            sim::body!(persist_partition_unreliable),
+        ),
+    ]
 }
 
-/// A leader that answers `Get` from local state, without the log, serves stale reads once
-/// it is cut off in a minority: OnePartition3A must catch it.
+/// A leader that answers `Get` from local state, without the log, serves stale reads once it
+/// is cut off in a minority.
 #[test]
-fn negative_control_local_reads_are_caught() {
-    let caught = caught_within("negative_control_local_reads", 5, |seed| {
-        let config = KvConfig {
-            fault: Fault::LocalReads,
-            ..KvConfig::default()
-        };
-        one_partition(seed, KvCluster::with_config(5, false, seed, config))
-    });
-    eprintln!("local reads caught after {caught:?} seed(s)");
-    assert!(
-        caught.is_some(),
-        "a server serving reads locally passed OnePartition3A"
-    );
+fn mutant_local_reads_are_caught() {
+    assert_mutant_caught(Mutant::Kv(Fault::LocalReads), &suite());
 }
 
-/// Without duplicate detection, a retried append is applied twice under the unreliable
-/// network: UnreliableOneKey3A must catch it.
+/// Without duplicate detection, a retried append is applied twice.
 #[test]
-fn negative_control_missing_duplicate_detection_is_caught() {
-    let caught = caught_within("negative_control_no_dedup", 5, |seed| {
-        unreliable_one_key(seed, Fault::NoDuplicateDetection)
-    });
-    eprintln!("missing duplicate detection caught after {caught:?} seed(s)");
-    assert!(
-        caught.is_some(),
-        "a server without duplicate detection passed UnreliableOneKey3A"
-    );
+fn mutant_no_duplicate_detection_is_caught() {
+    assert_mutant_caught(Mutant::Kv(Fault::NoDuplicateDetection), &suite());
+}
+
+/// A write answered before it commits is lost when leadership changes.
+#[test]
+fn mutant_answer_before_commit_is_caught() {
+    assert_mutant_caught(Mutant::Kv(Fault::AnswerBeforeCommit), &suite());
+}
+
+/// A session table changed when proposing makes the leader skip its own writes.
+#[test]
+fn mutant_session_updated_on_propose_is_caught() {
+    assert_mutant_caught(Mutant::Kv(Fault::SessionUpdatedOnPropose), &suite());
 }

@@ -1,7 +1,7 @@
 //! Elections: pre-vote (thesis §9.6), votes (§5.2, §5.4.1), and the leader's check that it
 //! still hears from a majority (thesis §6.2).
 
-use super::{Raft, Role};
+use super::{Raft, RaftFault, Role};
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::types::{LogIndex, NodeId, Term};
@@ -15,7 +15,9 @@ impl Raft {
         self.votes.insert(self.config.id, true);
         self.reset_election_timer();
         if self.votes.len() >= self.quorum() {
-            self.campaign();
+            if self.config.fault != RaftFault::PreVoteNeverElects {
+                self.campaign();
+            }
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
@@ -73,6 +75,7 @@ impl Raft {
     pub(super) fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader_id = Some(self.config.id);
+        self.commit_at_election = self.log.committed();
         self.votes.clear();
         let next = self.log.last_index().next();
         self.progress = self
@@ -98,7 +101,7 @@ impl Raft {
                     self.leader_id.is_some() && self.election_elapsed < self.config.election_ticks;
                 let granted = msg.term > self.term
                     && !in_lease
-                    && self.log.is_up_to_date(last_log_index, last_log_term);
+                    && self.log_ok_for_vote(last_log_index, last_log_term);
                 let term = if granted { msg.term } else { self.term };
                 self.msgs.push(Message {
                     from: self.config.id,
@@ -127,7 +130,7 @@ impl Raft {
         last_log_term: Term,
     ) {
         let can_vote = self.vote.is_none_or(|v| v == from);
-        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = can_vote && self.log_ok_for_vote(last_log_index, last_log_term);
         if granted {
             self.vote = Some(from);
             // Figure 2: granting a vote resets the election timer.
@@ -139,6 +142,12 @@ impl Raft {
                 vote_granted: granted,
             },
         );
+    }
+
+    /// §5.4.1: whether a candidate's log is at least as up to date as ours.
+    fn log_ok_for_vote(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        self.config.fault == RaftFault::VoteWithoutLogCheck
+            || self.log.is_up_to_date(last_log_index, last_log_term)
     }
 
     pub(super) fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
@@ -155,6 +164,7 @@ impl Raft {
         let no = self.votes.len() - yes;
         if yes >= self.quorum() {
             match self.role {
+                Role::PreCandidate if self.config.fault == RaftFault::PreVoteNeverElects => {}
                 Role::PreCandidate => self.campaign(),
                 Role::Candidate => self.become_leader(),
                 _ => {}

@@ -1,7 +1,7 @@
 //! Log replication (§5.3): the follower's consistency check, the leader's bookkeeping of each
 //! follower's progress, commitment (§5.4.2), and heartbeats.
 
-use super::{Raft, Role};
+use super::{Raft, RaftFault, Role};
 use crate::message::MessageBody;
 use crate::progress::ProgressMode;
 use crate::types::{Entry, LogIndex, NodeId, Term};
@@ -39,6 +39,9 @@ impl Raft {
                 self.send(from, reject(Some(t), first));
             }
             Some(_) => {
+                if self.config.fault == RaftFault::TruncateOnMatch && !entries.is_empty() {
+                    self.log.truncate_after(prev_log_index);
+                }
                 self.log.merge(entries);
                 let last_new = LogIndex(prev_log_index.0 + entries.len() as u64);
                 // Only what this message proved consistent may be committed: beyond
@@ -118,7 +121,9 @@ impl Raft {
         matched.push(self.log.last_index());
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.quorum() - 1];
-        if candidate > self.log.committed() && self.log.term_at(candidate) == Some(self.term) {
+        let current_term = self.log.term_at(candidate) == Some(self.term)
+            || self.config.fault == RaftFault::CommitEarlierTerm;
+        if candidate > self.log.committed() && current_term {
             self.log.commit_to(candidate);
         }
     }

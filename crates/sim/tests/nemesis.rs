@@ -1,0 +1,82 @@
+//! The nemesis simulation (see `sim::nemesis`) on fresh seeds, plus the regression seeds.
+//! `RAFTKV_SEEDS=<n>` runs n fresh seeds; the runner (`cargo run --release -p sim --bin
+//! nemesis -- --seeds N`) runs thousands.
+
+#[test]
+fn nemesis() {
+    sim::run("nemesis", nemesis_run);
+}
+
+async fn nemesis_run(seed: u64) {
+    let outcome = sim::nemesis::run(seed).await;
+    eprintln!("nemesis seed {seed}: {outcome:?}");
+}
+
+// ---------------------------------------------------------------- negative controls
+//
+// Every check of the nemesis, and the invariant checks it runs under, must catch a
+// deliberately broken Raft or server (`sim::mutants`) at the check meant for it.
+
+use kv::Fault;
+use raft::RaftFault;
+use sim::mutants::{assert_mutant_caught, Body, Mutant};
+
+fn caught(mutant: Mutant) {
+    let tests: [(&str, Body); 1] = [("nemesis", sim::body!(nemesis_run))];
+    assert_mutant_caught(mutant, &tests);
+}
+
+#[test]
+fn mutant_commit_earlier_term_is_caught() {
+    caught(Mutant::Raft(RaftFault::CommitEarlierTerm));
+}
+
+#[test]
+fn mutant_vote_without_log_check_is_caught() {
+    caught(Mutant::Raft(RaftFault::VoteWithoutLogCheck));
+}
+
+#[test]
+fn mutant_send_before_persist_is_caught() {
+    caught(Mutant::Raft(RaftFault::SendBeforePersist));
+}
+
+#[test]
+fn mutant_truncate_on_match_is_caught() {
+    caught(Mutant::Raft(RaftFault::TruncateOnMatch));
+}
+
+#[test]
+fn mutant_leader_ignores_higher_term_is_caught() {
+    caught(Mutant::Raft(RaftFault::LeaderIgnoresHigherTerm));
+}
+
+/// The liveness check.
+#[test]
+fn mutant_pre_vote_never_elects_is_caught() {
+    caught(Mutant::Raft(RaftFault::PreVoteNeverElects));
+}
+
+/// The linearizability check.
+#[test]
+fn mutant_local_reads_are_caught() {
+    caught(Mutant::Kv(Fault::LocalReads));
+}
+
+/// The duplicate-write check.
+#[test]
+fn mutant_no_duplicate_detection_is_caught() {
+    caught(Mutant::Kv(Fault::NoDuplicateDetection));
+}
+
+/// The lost-write check.
+#[test]
+fn mutant_answer_before_commit_is_caught() {
+    caught(Mutant::Kv(Fault::AnswerBeforeCommit));
+}
+
+/// The replica-convergence check.
+#[test]
+fn mutant_session_updated_on_propose_is_caught() {
+    caught(Mutant::Kv(Fault::SessionUpdatedOnPropose));
+}
