@@ -41,7 +41,15 @@ pub fn report_path(name: &str, seed: u64) -> PathBuf {
 
 /// Panics unless the checker proves `history` linearizable within [`CHECK_BUDGET`].
 pub fn check_linearizable(history: &[Record], name: &str, seed: u64) {
-    if let Err(e) = check_history(history, name, seed) {
+    let t0 = Instant::now();
+    let result = check_history(history, name, seed);
+    eprintln!(
+        "{name}: checker decided {} on {} operations in {:?}",
+        if result.is_ok() { "Ok" } else { "against" },
+        history.len(),
+        t0.elapsed()
+    );
+    if let Err(e) = result {
         panic!("{e}");
     }
 }
@@ -70,10 +78,6 @@ pub fn check_history(history: &[Record], name: &str, seed: u64) -> Result<(), Ch
     let t0 = Instant::now();
     let (result, info) = check_operations_verbose(&KvModel, &ops, Some(CHECK_BUDGET));
     let took = t0.elapsed();
-    eprintln!(
-        "{name}: checker decided {result:?} on {} operations in {took:?}",
-        ops.len()
-    );
     if result == CheckResult::Ok {
         return Ok(());
     }

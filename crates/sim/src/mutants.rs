@@ -29,6 +29,52 @@ thread_local! {
     static MUTANT: Cell<Option<Mutant>> = const { Cell::new(None) };
 }
 
+/// Switches `mutant` on (or, with `None`, off) for the simulations run on this thread.
+pub fn set_for_this_thread(mutant: Option<Mutant>) {
+    MUTANT.with(|m| m.set(mutant));
+}
+
+/// Every mutant, by the name the nemesis runner's `--mutant` takes.
+pub const ALL: [(&str, Mutant); 10] = [
+    (
+        "commit-earlier-term",
+        Mutant::Raft(RaftFault::CommitEarlierTerm),
+    ),
+    (
+        "vote-without-log-check",
+        Mutant::Raft(RaftFault::VoteWithoutLogCheck),
+    ),
+    (
+        "send-before-persist",
+        Mutant::Raft(RaftFault::SendBeforePersist),
+    ),
+    (
+        "truncate-on-match",
+        Mutant::Raft(RaftFault::TruncateOnMatch),
+    ),
+    (
+        "leader-ignores-higher-term",
+        Mutant::Raft(RaftFault::LeaderIgnoresHigherTerm),
+    ),
+    (
+        "pre-vote-never-elects",
+        Mutant::Raft(RaftFault::PreVoteNeverElects),
+    ),
+    ("local-reads", Mutant::Kv(Fault::LocalReads)),
+    (
+        "no-duplicate-detection",
+        Mutant::Kv(Fault::NoDuplicateDetection),
+    ),
+    (
+        "answer-before-commit",
+        Mutant::Kv(Fault::AnswerBeforeCommit),
+    ),
+    (
+        "session-updated-on-propose",
+        Mutant::Kv(Fault::SessionUpdatedOnPropose),
+    ),
+];
+
 /// The Raft mutant of the simulations on this thread (`RaftFault::None` normally).
 pub fn raft_fault() -> RaftFault {
     match MUTANT.with(Cell::get) {
@@ -63,7 +109,7 @@ pub struct Hunt {
 /// tests per seed), until a run's first panic contains one of `intended`.
 pub fn hunt(mutant: Mutant, tests: &[(&str, Body)], seeds: u64, intended: &[&str]) -> Hunt {
     let mut hunt = Hunt::default();
-    MUTANT.with(|m| m.set(Some(mutant)));
+    set_for_this_thread(Some(mutant));
     'seeds: for _ in 0..seeds {
         let seed = fresh_seed();
         for &(name, body) in tests {
@@ -79,7 +125,7 @@ pub fn hunt(mutant: Mutant, tests: &[(&str, Body)], seeds: u64, intended: &[&str
             hunt.other_failures.push((name.to_string(), seed, message));
         }
     }
-    MUTANT.with(|m| m.set(None));
+    set_for_this_thread(None);
     hunt
 }
 

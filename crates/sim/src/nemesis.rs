@@ -198,6 +198,29 @@ pub async fn run(seed: u64) -> Outcome {
     }
 }
 
+/// The kind of violation a failed run's first panic reports: the bracketed kind of the
+/// nemesis's own checks, or the safety check that fired during the run.
+pub fn violation_kind(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix('[') {
+        if let Some((kind, _)) = rest.split_once(']') {
+            return kind.to_string();
+        }
+    }
+    let known = [
+        ("election safety violated", "election safety"),
+        ("log matching violated", "log matching"),
+        ("durability contract violated", "durability contract"),
+        ("invariant violated", "raft invariant"),
+        ("truncating committed entry", "committed entry lost"),
+        ("ran past its", "time limit"),
+    ];
+    known
+        .iter()
+        .find(|(needle, _)| message.contains(needle))
+        .map_or("panic", |(_, kind)| kind)
+        .to_string()
+}
+
 /// Where the checker's report of a failed run on `seed` goes.
 pub fn checker_report(seed: u64) -> std::path::PathBuf {
     report_path("nemesis", seed)
