@@ -1,5 +1,8 @@
-//! The Clerk: the client library. It numbers each call, sends it to the server it believes
-//! leads, and retries elsewhere (with the same sequence number) until some server answers.
+//! The Clerk: the client library. It opens a session (thesis §6.3) before its first call,
+//! numbers each call, sends it to the server it believes leads, and retries elsewhere (with
+//! the same sequence number) until some server answers. If its session expired (the service
+//! evicted it), the call fails with `SessionExpired` — its outcome unknown — and the next call
+//! opens a new session.
 
 use crate::op::{KvError, KvReply, Op, OpKind};
 use std::future::Future;
@@ -60,6 +63,7 @@ pub struct Clerk<T> {
     /// The server that answered last: most likely the leader.
     leader: usize,
     config: ClerkConfig,
+    session_open: bool,
 }
 
 impl<T: ClientTransport> Clerk<T> {
@@ -72,6 +76,7 @@ impl<T: ClientTransport> Clerk<T> {
             seq: 0,
             leader: 0,
             config,
+            session_open: false,
         }
     }
 
@@ -107,13 +112,42 @@ impl<T: ClientTransport> Clerk<T> {
     /// Runs one operation to completion: the same sequence number on every attempt, so the
     /// service applies it at most once however many times it is sent.
     pub async fn execute(&mut self, kind: OpKind) -> Result<String, ClerkError> {
+        let start = Instant::now();
+        if !self.session_open {
+            self.run(Op::open(self.client_id, self.seq + 1), start)
+                .await?;
+            self.session_open = true;
+        }
         self.seq += 1;
         let op = Op {
             client_id: self.client_id,
             seq: self.seq,
             kind,
         };
-        let start = Instant::now();
+        let result = self.run(op, start).await;
+        if result == Err(ClerkError::Rejected(KvError::SessionExpired)) {
+            self.session_open = false;
+        }
+        result
+    }
+
+    /// Closes the session, so that the service can forget it at once rather than when it
+    /// needs the room.
+    pub async fn close(&mut self) -> Result<(), ClerkError> {
+        if !self.session_open {
+            return Ok(());
+        }
+        self.session_open = false;
+        let op = Op {
+            client_id: self.client_id,
+            seq: self.seq + 1,
+            kind: OpKind::CloseSession,
+        };
+        self.run(op, Instant::now()).await.map(drop)
+    }
+
+    /// Sends `op` until a server answers for good, or the deadline passes.
+    async fn run(&mut self, op: Op, start: Instant) -> Result<String, ClerkError> {
         let servers = self.transport.servers();
         let mut failures = 0usize;
         loop {

@@ -13,27 +13,56 @@ pub struct Op {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpKind {
-    Get { key: String },
-    Put { key: String, value: String },
-    Append { key: String, value: String },
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Append {
+        key: String,
+        value: String,
+    },
+    /// Opens the client's session (thesis §6.3); its requests then carry sequence numbers
+    /// from this op's `seq` on. Opening an open session changes nothing.
+    OpenSession,
+    /// Closes the client's session: its later requests are refused.
+    CloseSession,
 }
 
 impl OpKind {
+    /// The key a data operation reads or writes ("" for session operations).
     pub fn key(&self) -> &str {
         match self {
             OpKind::Get { key } | OpKind::Put { key, .. } | OpKind::Append { key, .. } => key,
+            OpKind::OpenSession | OpKind::CloseSession => "",
         }
     }
 
     pub fn value(&self) -> Option<&str> {
         match self {
-            OpKind::Get { .. } => None,
             OpKind::Put { value, .. } | OpKind::Append { value, .. } => Some(value),
+            OpKind::Get { .. } | OpKind::OpenSession | OpKind::CloseSession => None,
         }
+    }
+
+    /// Whether this opens or closes a session rather than reading or writing data.
+    pub fn is_session_op(&self) -> bool {
+        matches!(self, OpKind::OpenSession | OpKind::CloseSession)
     }
 }
 
 impl Op {
+    /// Opens client `client_id`'s session; its requests will carry `first_seq` onwards.
+    pub fn open(client_id: u64, first_seq: u64) -> Op {
+        Op {
+            client_id,
+            seq: first_seq,
+            kind: OpKind::OpenSession,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("an Op always serializes")
     }
@@ -66,6 +95,11 @@ pub enum KvError {
     /// would pass the limit: every replica decides the same).
     #[error("value of {len} bytes exceeds the limit of {max} bytes")]
     ValueTooLarge { len: usize, max: usize },
+    /// The client's session is not open: it was never opened, it was closed, or it was
+    /// evicted to make room for newer ones. Nothing was applied for this request, but an
+    /// earlier attempt of it may have been: its outcome is unknown.
+    #[error("session expired: the outcome of this request is unknown")]
+    SessionExpired,
 }
 
 impl KvError {

@@ -10,8 +10,8 @@
 //! the log like any write, so a deposed leader can never answer from stale state.
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind};
-use crate::state_machine::KvStateMachine;
-use raft::{ApplyMsg, Handle};
+use crate::state_machine::{KvStateMachine, DEFAULT_MAX_SESSIONS};
+use raft::{ApplyMsg, Handle, LogIndex};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,6 +21,10 @@ use tokio::time::{sleep, Instant};
 #[derive(Clone, Debug)]
 pub struct KvConfig {
     pub limits: Limits,
+    /// Most client sessions kept; opening one more evicts the least recently used.
+    pub max_sessions: usize,
+    /// When to snapshot the state so that Raft can drop the log it covers.
+    pub snapshots: SnapshotPolicy,
     /// Most handlers that may wait for their entry at once; more get `Busy` before proposing.
     pub max_waiting: usize,
     /// A handler gives up (answering `Timeout`) after waiting this long for its entry.
@@ -36,12 +40,26 @@ impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
             limits: Limits::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            snapshots: SnapshotPolicy::default(),
             max_waiting: 10_000,
             max_wait: Duration::from_secs(2),
             leadership_poll: Duration::from_millis(20),
             fault: Fault::None,
         }
     }
+}
+
+/// When the apply loop snapshots the state (§7). A snapshot is taken after applying an entry
+/// once the log (what Raft keeps in memory and storage beyond the last snapshot) passes either
+/// limit, and only when the previous snapshot has been taken up by Raft, so that at most one is
+/// in flight. With neither limit set the log is never compacted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// The log's size in bytes (the course's `maxraftstate`).
+    pub max_log_bytes: Option<usize>,
+    /// The number of entries in the log.
+    pub max_log_entries: Option<usize>,
 }
 
 /// Ways to break the server on purpose, so tests can show that they catch the bug.
@@ -90,12 +108,12 @@ impl KvServer {
     /// Starts the server's apply loop on a running Raft node; returns at once.
     pub fn start(raft: Handle, apply: mpsc::Receiver<ApplyMsg>, config: KvConfig) -> KvServer {
         let shared = Arc::new(Shared {
-            state: Mutex::new(KvStateMachine::new(config.limits)),
+            state: Mutex::new(KvStateMachine::new(config.limits, config.max_sessions)),
             config,
             waiters: Mutex::new(BTreeMap::new()),
             applied: Mutex::new(0),
         });
-        tokio::spawn(apply_loop(apply, shared.clone()));
+        tokio::spawn(apply_loop(apply, shared.clone(), raft.clone()));
         KvServer { raft, shared }
     }
 
@@ -212,16 +230,30 @@ impl KvServer {
 
 /// Applies committed entries in order, the only writer of the state machine, and wakes the
 /// handler waiting at each index if it waits for this very operation; a different operation
-/// at its index means its own was lost with a leadership change.
-async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>) {
+/// at its index means its own was lost with a leadership change. Snapshots replace the state;
+/// after an entry, it snapshots the state when the policy says so.
+async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>, raft: Handle) {
+    // The index of the last snapshot handed to Raft; no new one until Raft has taken it.
+    let mut snapshot_requested = 0;
     while let Some(msg) = apply.recv().await {
-        let index = msg.index.0;
+        let (index, command) = match msg {
+            ApplyMsg::Snapshot { meta, data } => {
+                restore_snapshot(&shared, meta.index.0, &data);
+                snapshot_requested = snapshot_requested.max(meta.index.0);
+                continue;
+            }
+            ApplyMsg::Entry { index, command, .. } => (index.0, command),
+        };
         {
             let mut applied = lock(&shared.applied);
             assert_eq!(index, *applied + 1, "entries must be applied in order");
             *applied = index;
         }
-        let op = match Op::decode(&msg.command) {
+        if command.is_empty() {
+            // A leader's no-op.
+            continue;
+        }
+        let op = match Op::decode(&command) {
             Ok(op) => op,
             Err(e) => {
                 // Every replica skips the same entry, so they stay identical.
@@ -232,13 +264,9 @@ async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>) {
         let reply = {
             let mut state = lock(&shared.state);
             if shared.config.fault == Fault::NoDuplicateDetection {
-                // A fresh session per entry: nothing is ever recognised as a retry.
-                state.apply(&Op {
-                    client_id: (1 << 63) | index,
-                    ..op.clone()
-                })
+                state.apply_without_dedup(index, &op)
             } else {
-                state.apply(&op)
+                state.apply(index, &op)
             }
         };
         let waiter = lock(&shared.waiters).remove(&index);
@@ -247,7 +275,48 @@ async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>) {
                 let _ = w.done.send(reply);
             }
         }
+        maybe_snapshot(&shared, &raft, index, &mut snapshot_requested);
     }
     // The node stopped: every handler still waiting learns it from its dropped sender.
     lock(&shared.waiters).clear();
+}
+
+/// Replaces the state with a snapshot's (at startup, or one received from the leader).
+fn restore_snapshot(shared: &Shared, index: u64, data: &[u8]) {
+    let mut applied = lock(&shared.applied);
+    assert!(
+        index > *applied || index == 0,
+        "a snapshot behind the applied state"
+    );
+    if let Err(e) = lock(&shared.state).restore(data) {
+        // Raft only hands out snapshots this service wrote; one it cannot read means the
+        // replica cannot know its state.
+        panic!("cannot read the snapshot at index {index}: {e}");
+    }
+    *applied = index;
+    // Waiters at or below the snapshot cannot be answered from it: their entries were
+    // applied elsewhere, so their clients retry and get the remembered reply.
+    lock(&shared.waiters).retain(|&i, _| i > index);
+}
+
+/// Snapshots the state at `index` if the log has grown past the policy's limits and Raft has
+/// taken the previous snapshot.
+fn maybe_snapshot(shared: &Shared, raft: &Handle, index: u64, requested: &mut u64) {
+    let policy = shared.config.snapshots;
+    if policy.max_log_bytes.is_none() && policy.max_log_entries.is_none() {
+        return;
+    }
+    let (bytes, entries, compacted) = raft.inspect(|r| {
+        let log = r.log();
+        (log.bytes(), log.len(), log.snapshot().index.0)
+    });
+    let over = policy.max_log_bytes.is_some_and(|max| bytes >= max)
+        || policy.max_log_entries.is_some_and(|max| entries >= max);
+    if !over || compacted < *requested {
+        return;
+    }
+    let data = lock(&shared.state).snapshot();
+    if raft.snapshot(LogIndex(index), data) {
+        *requested = index;
+    }
 }

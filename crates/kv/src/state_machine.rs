@@ -1,70 +1,140 @@
 //! The replicated state: the key/value map and the client session table. Only the apply loop
 //! touches it, one committed operation at a time, in log order, so every replica that applies
-//! the same log holds the same state.
+//! the same log holds the same state. A snapshot is this state, serialized.
+//!
+//! # Sessions (thesis §6.3)
+//!
+//! A client opens a session (an `OpenSession` entry) before its first request, and numbers
+//! its requests from there. Per client the table keeps the last sequence number applied and
+//! the reply of that write, so a retried request is answered from it and never applied twice.
+//! The table changes only when an entry is applied, never when one is proposed.
+//!
+//! The table is bounded: opening a session when it is full evicts the session least recently
+//! used, in log order (every replica evicts the same one at the same entry; no clock is
+//! involved). A request of a closed or evicted session is refused with `SessionExpired` and
+//! changes nothing: it may be the retry of a request applied before the eviction, so neither
+//! applying it nor answering "done" would be safe.
+//!
+//! Per client only small things are kept: a read's reply is not cached, since a retried read
+//! may simply read again (it is still within the client's call, so that is linearizable).
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 
-/// Per client: the last sequence number applied and its reply (thesis §6.3). A request with
-/// that sequence number again is a retry: it is answered from here, never applied twice.
-/// The table changes only when an entry is applied, never when one is proposed.
-#[derive(Clone, Debug)]
+/// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
+    /// The last sequence number applied (the first request of the session is this + 1).
     last_seq: u64,
-    reply: KvReply,
+    /// The reply of that request if it was a write (reads are not cached).
+    last_write: Option<Result<(), KvError>>,
+    /// The log index of the entry that last used the session, for eviction.
+    last_used: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct KvStateMachine {
     data: HashMap<String, String>,
     sessions: HashMap<u64, Session>,
+    /// (last_used, client) of every session: the first is the least recently used.
+    #[serde(skip)]
+    lru: BTreeSet<(u64, u64)>,
+    #[serde(skip)]
     limits: Limits,
+    #[serde(skip)]
+    max_sessions: usize,
 }
 
 impl KvStateMachine {
-    pub fn new(limits: Limits) -> KvStateMachine {
+    pub fn new(limits: Limits, max_sessions: usize) -> KvStateMachine {
         KvStateMachine {
             limits,
+            max_sessions: max_sessions.max(1),
             ..KvStateMachine::default()
         }
     }
 
-    /// Applies one committed operation and returns its reply.
-    pub fn apply(&mut self, op: &Op) -> KvReply {
-        if let Some(session) = self.sessions.get(&op.client_id) {
-            // A Clerk has one request outstanding, so an older sequence number is a stale
-            // duplicate whose caller has moved on; it changes nothing either.
-            if op.seq <= session.last_seq {
-                return session.reply.clone();
+    /// Applies the committed operation at log index `index` and returns its reply.
+    pub fn apply(&mut self, index: u64, op: &Op) -> KvReply {
+        match &op.kind {
+            OpKind::OpenSession => {
+                self.open_session(index, op.client_id, op.seq);
+                return Ok(String::new());
             }
+            OpKind::CloseSession => {
+                if let Some(s) = self.sessions.remove(&op.client_id) {
+                    self.lru.remove(&(s.last_used, op.client_id));
+                }
+                return Ok(String::new());
+            }
+            _ => {}
+        }
+        let Some(session) = self.sessions.get(&op.client_id) else {
+            return Err(KvError::SessionExpired);
+        };
+        let (last_seq, last_write, last_used) = (
+            session.last_seq,
+            session.last_write.clone(),
+            session.last_used,
+        );
+        if op.seq <= last_seq {
+            // A retry. A write is answered as it was the first time; a read reads again.
+            // An older sequence number is a stale duplicate whose caller has moved on.
+            return match (&op.kind, last_write) {
+                (OpKind::Get { key }, _) => Ok(self.read(key)),
+                (_, Some(reply)) if op.seq == last_seq => reply.map(|()| String::new()),
+                _ => Ok(String::new()),
+            };
         }
         let reply = self.execute(&op.kind);
+        self.lru.remove(&(last_used, op.client_id));
+        self.lru.insert((index, op.client_id));
+        let last_write = match &op.kind {
+            OpKind::Get { .. } => None,
+            _ => Some(reply.clone().map(drop)),
+        };
         self.sessions.insert(
             op.client_id,
             Session {
                 last_seq: op.seq,
-                reply: reply.clone(),
+                last_write,
+                last_used: index,
             },
         );
         reply
     }
 
-    /// Marks `seq` as client `client_id`'s last applied request without applying anything:
-    /// only the `Fault::SessionUpdatedOnPropose` mutant does this.
-    #[doc(hidden)]
-    pub fn record_session(&mut self, client_id: u64, seq: u64) {
+    fn open_session(&mut self, index: u64, client_id: u64, first_seq: u64) {
+        if self.sessions.contains_key(&client_id) {
+            return;
+        }
+        while self.sessions.len() >= self.max_sessions {
+            let Some((_, oldest)) = self.lru.pop_first() else {
+                break;
+            };
+            self.sessions.remove(&oldest);
+        }
         self.sessions.insert(
             client_id,
             Session {
-                last_seq: seq,
-                reply: Ok(String::new()),
+                last_seq: first_seq.saturating_sub(1),
+                last_write: None,
+                last_used: index,
             },
         );
+        self.lru.insert((index, client_id));
+    }
+
+    fn read(&self, key: &str) -> String {
+        self.data.get(key).cloned().unwrap_or_default()
     }
 
     fn execute(&mut self, kind: &OpKind) -> KvReply {
         match kind {
-            OpKind::Get { key } => Ok(self.data.get(key).cloned().unwrap_or_default()),
+            OpKind::Get { key } => Ok(self.read(key)),
             OpKind::Put { key, value } => {
                 self.data.insert(key.clone(), value.clone());
                 Ok(String::new())
@@ -81,7 +151,46 @@ impl KvStateMachine {
                 self.data.entry(key.clone()).or_default().push_str(value);
                 Ok(String::new())
             }
+            OpKind::OpenSession | OpKind::CloseSession => unreachable!("handled by apply"),
         }
+    }
+
+    /// Applies `op` even if it is a retry: only the `Fault::NoDuplicateDetection` mutant does
+    /// this.
+    #[doc(hidden)]
+    pub fn apply_without_dedup(&mut self, index: u64, op: &Op) -> KvReply {
+        if let Some(s) = self.sessions.get_mut(&op.client_id) {
+            s.last_seq = s.last_seq.min(op.seq.saturating_sub(1));
+        }
+        self.apply(index, op)
+    }
+
+    /// Marks `seq` as client `client_id`'s last applied request without applying anything:
+    /// only the `Fault::SessionUpdatedOnPropose` mutant does this.
+    #[doc(hidden)]
+    pub fn record_session(&mut self, client_id: u64, seq: u64) {
+        if let Some(s) = self.sessions.get_mut(&client_id) {
+            s.last_seq = s.last_seq.max(seq);
+            s.last_write = Some(Ok(()));
+        }
+    }
+
+    /// The whole state as snapshot bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("the state always serializes")
+    }
+
+    /// Replaces the state with a snapshot's (keeping this replica's limits).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let restored: KvStateMachine = postcard::from_bytes(bytes)?;
+        self.data = restored.data;
+        self.sessions = restored.sessions;
+        self.lru = self
+            .sessions
+            .iter()
+            .map(|(&client, s)| (s.last_used, client))
+            .collect();
+        Ok(())
     }
 
     /// Reads a key directly, for tests and diagnostics only: serving reads from here would
@@ -98,15 +207,33 @@ impl KvStateMachine {
         self.data.is_empty()
     }
 
-    /// A digest of the whole map, to compare replicas.
+    /// Open sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A digest of the map and the session table, to compare replicas.
     pub fn digest(&self) -> u64 {
-        let mut keys: Vec<&String> = self.data.keys().collect();
-        keys.sort();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for k in keys {
-            for b in k.bytes().chain([0]).chain(self.data[k].bytes()).chain([0]) {
+        let mut mix = |bytes: &[u8]| {
+            for &b in bytes {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
+        };
+        let mut keys: Vec<&String> = self.data.keys().collect();
+        keys.sort();
+        for k in keys {
+            mix(k.as_bytes());
+            mix(&[0]);
+            mix(self.data[k].as_bytes());
+            mix(&[0]);
+        }
+        let mut clients: Vec<(&u64, &Session)> = self.sessions.iter().collect();
+        clients.sort_by_key(|(c, _)| **c);
+        for (client, s) in clients {
+            mix(&client.to_le_bytes());
+            mix(&s.last_seq.to_le_bytes());
+            mix(&s.last_used.to_le_bytes());
         }
         h
     }
@@ -131,32 +258,63 @@ mod tests {
         }
     }
 
+    fn get(key: &str) -> OpKind {
+        OpKind::Get { key: key.into() }
+    }
+
+    /// A state machine with sessions for `clients`, opened at indexes 1.., sequence numbers
+    /// starting at 1; returns the next free index.
+    fn with_sessions(sm: &mut KvStateMachine, clients: &[u64]) -> u64 {
+        let mut index = 1;
+        for &c in clients {
+            assert_eq!(
+                sm.apply(index, &op(c, 1, OpKind::OpenSession)),
+                Ok("".into())
+            );
+            index += 1;
+        }
+        index
+    }
+
     #[test]
     fn put_append_get() {
-        let mut sm = KvStateMachine::new(Limits::default());
-        let get = OpKind::Get { key: "k".into() };
-        assert_eq!(sm.apply(&op(1, 1, get.clone())), Ok(String::new()));
-        assert_eq!(sm.apply(&op(1, 2, append("k", "a"))), Ok(String::new()));
-        assert_eq!(sm.apply(&op(1, 3, append("k", "b"))), Ok(String::new()));
-        assert_eq!(sm.apply(&op(1, 4, get)), Ok("ab".into()));
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, get("k"))), Ok(String::new()));
+        assert_eq!(
+            sm.apply(i + 1, &op(1, 2, append("k", "a"))),
+            Ok(String::new())
+        );
+        assert_eq!(
+            sm.apply(i + 2, &op(1, 3, append("k", "b"))),
+            Ok(String::new())
+        );
+        assert_eq!(sm.apply(i + 3, &op(1, 4, get("k"))), Ok("ab".into()));
     }
 
     #[test]
     fn a_retried_append_is_applied_once() {
-        let mut sm = KvStateMachine::new(Limits::default());
-        assert_eq!(sm.apply(&op(7, 1, append("k", "x"))), Ok(String::new()));
-        assert_eq!(sm.apply(&op(7, 1, append("k", "x"))), Ok(String::new()));
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[7, 8]);
+        assert_eq!(sm.apply(i, &op(7, 1, append("k", "x"))), Ok(String::new()));
+        assert_eq!(
+            sm.apply(i + 1, &op(7, 1, append("k", "x"))),
+            Ok(String::new())
+        );
         assert_eq!(sm.peek("k"), Some("x"));
-        // A retried Get is answered with the value it first returned.
+        assert_eq!(sm.apply(i + 2, &op(7, 2, get("k"))), Ok("x".into()));
         assert_eq!(
-            sm.apply(&op(7, 2, OpKind::Get { key: "k".into() })),
-            Ok("x".into())
+            sm.apply(i + 3, &op(8, 1, append("k", "y"))),
+            Ok(String::new())
         );
-        assert_eq!(sm.apply(&op(8, 1, append("k", "y"))), Ok(String::new()));
+        // A retried read reads again: it is still within the client's call.
+        assert_eq!(sm.apply(i + 4, &op(7, 2, get("k"))), Ok("xy".into()));
+        // A stale duplicate of an older write changes nothing.
         assert_eq!(
-            sm.apply(&op(7, 2, OpKind::Get { key: "k".into() })),
-            Ok("x".into())
+            sm.apply(i + 5, &op(7, 1, append("k", "x"))),
+            Ok(String::new())
         );
+        assert_eq!(sm.peek("k"), Some("xy"));
     }
 
     #[test]
@@ -165,12 +323,111 @@ mod tests {
             max_key_bytes: 8,
             max_value_bytes: 4,
         };
-        let mut sm = KvStateMachine::new(limits);
-        assert_eq!(sm.apply(&op(1, 1, append("k", "abc"))), Ok(String::new()));
-        let reply = sm.apply(&op(1, 2, append("k", "de")));
+        let mut sm = KvStateMachine::new(limits, 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(
+            sm.apply(i, &op(1, 1, append("k", "abc"))),
+            Ok(String::new())
+        );
+        let reply = sm.apply(i + 1, &op(1, 2, append("k", "de")));
         assert_eq!(reply, Err(KvError::ValueTooLarge { len: 5, max: 4 }));
         assert_eq!(sm.peek("k"), Some("abc"));
         // The refusal is remembered like any reply.
-        assert_eq!(sm.apply(&op(1, 2, append("k", "de"))), reply);
+        assert_eq!(sm.apply(i + 2, &op(1, 2, append("k", "de"))), reply);
+    }
+
+    /// Thesis §6.3: the table is bounded; the session used least recently (in log order) is
+    /// evicted, and its requests, retries included, are refused without being applied.
+    #[test]
+    fn the_least_recently_used_session_is_evicted_and_its_retries_refused() {
+        let mut sm = KvStateMachine::new(Limits::default(), 2);
+        let i = with_sessions(&mut sm, &[1, 2]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        // Client 2 is now the least recently used; opening 3 evicts it.
+        assert_eq!(
+            sm.apply(i + 1, &op(3, 1, OpKind::OpenSession)),
+            Ok("".into())
+        );
+        assert_eq!(sm.sessions(), 2);
+        assert_eq!(
+            sm.apply(i + 2, &op(2, 1, append("k", "b"))),
+            Err(KvError::SessionExpired)
+        );
+        assert_eq!(sm.peek("k"), Some("a"));
+        // Client 1 was used after client 2 and is still there: its retry is recognised.
+        assert_eq!(sm.apply(i + 3, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.peek("k"), Some("a"));
+        // A reopened session refuses nothing newer than where the client says it starts,
+        // and applies nothing older.
+        assert_eq!(
+            sm.apply(i + 4, &op(2, 5, OpKind::OpenSession)),
+            Ok("".into())
+        );
+        assert_eq!(
+            sm.apply(i + 5, &op(2, 3, append("k", "old"))),
+            Ok("".into())
+        );
+        assert_eq!(sm.apply(i + 6, &op(2, 5, append("k", "b"))), Ok("".into()));
+        assert_eq!(sm.peek("k"), Some("ab"));
+    }
+
+    #[test]
+    fn a_closed_session_refuses_requests() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, OpKind::CloseSession)), Ok("".into()));
+        assert_eq!(sm.sessions(), 0);
+        assert_eq!(
+            sm.apply(i + 1, &op(1, 1, append("k", "a"))),
+            Err(KvError::SessionExpired)
+        );
+        assert_eq!(sm.peek("k"), None);
+    }
+
+    #[test]
+    fn a_snapshot_restores_data_sessions_and_eviction_order() {
+        let mut sm = KvStateMachine::new(Limits::default(), 2);
+        let i = with_sessions(&mut sm, &[1, 2]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        let bytes = sm.snapshot();
+        let mut copy = KvStateMachine::new(Limits::default(), 2);
+        copy.restore(&bytes).expect("restore");
+        assert_eq!(copy.digest(), sm.digest());
+        // A retry after the snapshot is still recognised.
+        assert_eq!(
+            copy.apply(i + 1, &op(1, 1, append("k", "a"))),
+            Ok("".into())
+        );
+        assert_eq!(copy.peek("k"), Some("a"));
+        // The restored eviction order is the original's: client 2 goes first.
+        assert_eq!(
+            copy.apply(i + 2, &op(3, 1, OpKind::OpenSession)),
+            Ok("".into())
+        );
+        assert_eq!(
+            copy.apply(i + 3, &op(2, 1, get("k"))),
+            Err(KvError::SessionExpired)
+        );
+    }
+
+    /// The course's 3B size check: after 400 writes of one key by one client, a snapshot of a
+    /// small state stays small (no per-request history).
+    #[test]
+    fn a_snapshot_stays_small_after_many_writes() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let first = with_sessions(&mut sm, &[1]);
+        for (index, seq) in (first..).zip(1..=400) {
+            let value = (seq % 2).to_string();
+            let put = OpKind::Put {
+                key: "x".into(),
+                value,
+            };
+            sm.apply(index, &op(1, seq, put)).expect("put");
+        }
+        let size = sm.snapshot().len();
+        assert!(
+            size <= 50,
+            "snapshot of one key and one session is {size} bytes"
+        );
     }
 }

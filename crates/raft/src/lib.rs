@@ -21,7 +21,9 @@ pub mod types;
 mod raft_tests;
 
 pub use message::{Message, MessageBody};
-pub use node::{spawn, CrashHook, CrashPoint, Handle, NodeConfig, Storage, Transport};
+pub use node::{
+    spawn, CrashHook, CrashPoint, Handle, InitialState, NodeConfig, Storage, Transport,
+};
 pub use raft::{Config, NotLeader, Raft, RaftFault, Role};
-pub use ready::Ready;
-pub use types::{ApplyMsg, Entry, HardState, LogIndex, NodeId, Term};
+pub use ready::{Ready, SnapshotWrite};
+pub use types::{ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotMeta, Term};

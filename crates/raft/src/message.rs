@@ -1,7 +1,7 @@
 //! The messages peers exchange. Every exchange is one-way: a response is just another message,
 //! so the core never waits for a reply and a lost message is simply never answered.
 
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +52,27 @@ pub enum MessageBody {
         conflict_term: Option<Term>,
         conflict_index: LogIndex,
     },
+    /// §7: part of the leader's snapshot, for a follower whose next entry the leader has
+    /// compacted away. Chunks of one snapshot go in order; `offset` is where `data` starts.
+    /// The core leaves `data` empty and asks for `len` bytes: the driver reads them from storage
+    /// just before sending, so a snapshot is never held in memory to be sent.
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        offset: u64,
+        len: u64,
+        data: Vec<u8>,
+    },
+    /// How much of the snapshot `index` the follower holds durably: `received` bytes.
+    /// `accepted` is false for a chunk it refused (stale, duplicate, or past a gap): the
+    /// leader goes on from `received`. `done`: the snapshot is installed (or the follower
+    /// already had everything it covers), so its log matches the leader's up to `index`. Only
+    /// `done` vouches for anything; the rest paces the transfer.
+    InstallSnapshotResponse {
+        index: LogIndex,
+        received: u64,
+        accepted: bool,
+        done: bool,
+    },
 }
 
 impl Message {
@@ -63,6 +84,7 @@ impl Message {
             MessageBody::PreVote { .. }
                 | MessageBody::RequestVote { .. }
                 | MessageBody::AppendEntries { .. }
+                | MessageBody::InstallSnapshot { .. }
         )
     }
 }

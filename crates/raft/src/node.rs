@@ -1,14 +1,16 @@
 //! The node driver: one async task per node that owns the I/O around the core. It feeds the
 //! core ticks, inbound messages and proposals, and carries out each [`Ready`] in order:
-//! persist, send, apply, advance.
+//! persist, send, apply, advance. It also takes the service's snapshots to storage, compacts
+//! the log once one is durable, and reads snapshot chunks from storage for followers.
 //!
 //! The driver knows neither the network nor the disk: it talks to them through [`Transport`]
 //! and [`Storage`], so the same code runs in the simulator and over TCP with a write-ahead log.
 
 use crate::message::Message;
+use crate::message::MessageBody;
 use crate::raft::{Config, NotLeader, Raft, RaftFault};
-use crate::ready::Ready;
-use crate::types::{ApplyMsg, Entry, HardState, LogIndex, Term};
+use crate::ready::{Ready, SnapshotWrite};
+use crate::types::{ApplyMsg, Entry, HardState, LogIndex, SnapshotMeta, Term};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,18 +23,56 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, msg: Message);
 }
 
-/// Durable storage of the hard state and the log.
+/// What a node finds in storage when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    pub hard_state: HardState,
+    /// The current snapshot, if there is one.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The log after the snapshot (from index 1 without one), consecutive.
+    pub entries: Vec<Entry>,
+}
+
+/// Durable storage of the hard state, the log and the snapshot.
+///
+/// There are no error results on purpose: a node cannot go on without durable storage, so an
+/// implementation that fails to write or sync must stop the process (and never retry an
+/// fsync, whose failure may have dropped the dirty pages).
 pub trait Storage: Send + 'static {
-    /// What was persisted before: the hard state and the log from index 1.
-    fn initial_state(&mut self) -> (HardState, Vec<Entry>);
+    /// What was persisted before. Entries the snapshot covers are left out; so is a stored
+    /// suffix that does not continue the snapshot (§7: the log is kept after a snapshot only
+    /// if it holds the snapshot's last entry, same index and term).
+    fn initial_state(&mut self) -> InitialState;
 
     /// Durably stores `hard_state` (if given) and `entries`, which replace every stored entry
     /// at an index >= `entries[0].index`. Returns only once both survive a crash.
-    ///
-    /// There is no error result on purpose: a node cannot go on without durable storage, so
-    /// an implementation that fails to write or sync must stop the process (and never retry
-    /// an fsync, whose failure may have dropped the dirty pages).
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]);
+
+    /// Stores a snapshot the service took. It may return before the snapshot is durable;
+    /// [`Storage::snapshot_saved`] reports when it is. Once durable, the stored log entries it
+    /// covers may be discarded. A snapshot no newer than the current one is ignored.
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>);
+
+    /// The newest snapshot whose save completed since the last call, if any. The driver then
+    /// drops the entries it covers from memory.
+    fn snapshot_saved(&mut self) -> Option<SnapshotMeta>;
+
+    /// Durably stores a chunk of a snapshot being received from the leader. Chunks come in
+    /// order; offset 0 starts a new snapshot, dropping any other half-received one.
+    fn persist_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]);
+
+    /// The received snapshot `meta` is complete: durably make it the current snapshot. The
+    /// stored log now starts after it (entries after it are kept only if they continue it;
+    /// see `initial_state`), and the next entries persisted may start at `meta.index + 1`.
+    fn install_snapshot(&mut self, meta: SnapshotMeta);
+
+    /// The current snapshot and its data, to hand to the service.
+    fn read_snapshot(&mut self) -> Option<(SnapshotMeta, Vec<u8>)>;
+
+    /// `len` bytes at `offset` of the current snapshot, if it is still `meta` (to send a
+    /// follower a chunk without holding the whole snapshot in memory).
+    fn read_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, len: u64)
+        -> Option<Vec<u8>>;
 }
 
 /// Timing of the driver. The core counts ticks; this says how long a tick is.
@@ -99,8 +139,15 @@ pub struct Handle {
 struct Shared {
     core: Mutex<Raft>,
     killed: AtomicBool,
-    /// Wakes the driver after a proposal or a kill. Capacity 1: one pending wake-up is enough.
+    /// Wakes the driver after a proposal, a snapshot or a kill. Capacity 1: one pending
+    /// wake-up is enough.
     wake: mpsc::Sender<()>,
+    /// The service's latest snapshot, waiting for the driver to take it to storage.
+    snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -140,6 +187,29 @@ impl Handle {
         self.shared.killed.load(Ordering::SeqCst)
     }
 
+    /// §7: the service's state after applying every entry up to `index` (which it has applied)
+    /// is `data`. The driver saves it; once it is durable, the log entries it covers are
+    /// dropped, here and in storage. Returns false, ignoring it, if there is nothing it could
+    /// replace (it is no newer than the log's snapshot, not yet applied, or empty).
+    pub fn snapshot(&self, index: LogIndex, data: Vec<u8>) -> bool {
+        let meta = {
+            let core = self.shared.core();
+            let log = core.log();
+            let newer = index > log.snapshot().index && index <= log.applied();
+            match log.term_at(index) {
+                Some(term) if newer && !data.is_empty() => SnapshotMeta {
+                    index,
+                    term,
+                    len: data.len() as u64,
+                },
+                _ => return false,
+            }
+        };
+        *lock(&self.shared.snapshot) = Some((meta, data));
+        let _ = self.shared.wake.try_send(());
+        true
+    }
+
     /// Runs `f` on the core, for tests and diagnostics.
     pub fn inspect<T>(&self, f: impl FnOnce(&Raft) -> T) -> T {
         f(&self.shared.core())
@@ -154,14 +224,20 @@ pub fn spawn<S: Storage, T: Transport>(
     transport: T,
     inbox: mpsc::Receiver<Message>,
 ) -> (Handle, mpsc::Receiver<ApplyMsg>) {
-    let (hard_state, entries) = storage.initial_state();
-    let core = Raft::new(config.raft.clone(), hard_state, entries);
+    let initial = storage.initial_state();
+    let core = Raft::new(
+        config.raft.clone(),
+        initial.hard_state,
+        initial.snapshot,
+        initial.entries,
+    );
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let (apply_tx, apply_rx) = mpsc::channel(config.apply_capacity);
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         killed: AtomicBool::new(false),
         wake: wake_tx,
+        snapshot: Mutex::new(None),
     });
     let driver = Driver {
         shared: shared.clone(),
@@ -199,6 +275,10 @@ const MAX_STEPS_PER_READY: usize = 256;
 
 impl<S: Storage, T: Transport> Driver<S, T> {
     async fn run(mut self) {
+        // A restarted node's service starts from the snapshot; entries after it follow.
+        if self.shared.core().log().snapshot().index > LogIndex(0) && !self.apply_snapshot().await {
+            return;
+        }
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -214,6 +294,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 },
                 _ = ticker.tick() => self.shared.core().tick(),
             }
+            self.take_snapshots();
             if self.check_invariants {
                 self.shared.core().check_invariants();
             }
@@ -241,6 +322,30 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         }
     }
 
+    /// Takes the service's latest snapshot to storage, and compacts the log once storage has
+    /// one durable.
+    fn take_snapshots(&mut self) {
+        if let Some((meta, data)) = lock(&self.shared.snapshot).take() {
+            self.storage.save_snapshot(meta, data);
+        }
+        if let Some(meta) = self.storage.snapshot_saved() {
+            self.shared.core().compact(meta);
+        }
+    }
+
+    /// Hands the current snapshot from storage to the service. False once the node must stop.
+    async fn apply_snapshot(&mut self) -> bool {
+        let Some((meta, data)) = self.storage.read_snapshot() else {
+            panic!("the log starts after a snapshot that storage does not have");
+        };
+        !self.killed()
+            && self
+                .apply
+                .send(ApplyMsg::Snapshot { meta, data })
+                .await
+                .is_ok()
+    }
+
     /// Carries out every pending `Ready`. Returns false once the node must stop.
     async fn handle_ready(&mut self) -> bool {
         loop {
@@ -261,18 +366,28 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 if !self.send_all(messages) {
                     return false;
                 }
-                self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+                self.persist(&mut rd);
                 if self.crash_at(CrashPoint::AfterPersist) {
                     return false;
                 }
             } else {
-                self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+                self.persist(&mut rd);
                 if self.crash_at(CrashPoint::AfterPersist) || !self.send_all(messages) {
                     return false;
                 }
             }
-            for (applied, e) in rd.committed_entries.iter_mut().enumerate() {
-                let msg = ApplyMsg {
+            let mut applied = 0;
+            if rd.install_snapshot.is_some() {
+                if !self.apply_snapshot().await {
+                    return false;
+                }
+                applied += 1;
+                if self.crash_at(CrashPoint::AfterApply(applied)) {
+                    return false;
+                }
+            }
+            for e in &mut rd.committed_entries {
+                let msg = ApplyMsg::Entry {
                     index: e.index,
                     term: e.term,
                     command: std::mem::take(&mut e.command),
@@ -280,7 +395,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 if self.killed() || self.apply.send(msg).await.is_err() {
                     return false;
                 }
-                if self.crash_at(CrashPoint::AfterApply(applied + 1)) {
+                applied += 1;
+                if self.crash_at(CrashPoint::AfterApply(applied)) {
                     return false;
                 }
             }
@@ -288,9 +404,37 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         }
     }
 
-    /// Sends `messages` in order; false if the node died on the way.
+    /// Step 1 of a `Ready`: a received snapshot first (the entries that follow may start right
+    /// after it), then the hard state and entries.
+    fn persist(&mut self, rd: &mut Ready) {
+        for write in std::mem::take(&mut rd.snapshot_writes) {
+            match write {
+                SnapshotWrite::Chunk { meta, offset, data } => {
+                    self.storage.persist_snapshot_chunk(meta, offset, &data)
+                }
+                SnapshotWrite::Install(meta) => self.storage.install_snapshot(meta),
+            }
+        }
+        self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+    }
+
+    /// Sends `messages` in order; false if the node died on the way. Snapshot chunks get
+    /// their bytes from storage here; a chunk of a snapshot storage no longer has is dropped
+    /// (the leader starts over with the new one).
     fn send_all(&mut self, messages: Vec<Message>) -> bool {
-        for (sent, msg) in messages.into_iter().enumerate() {
+        for (sent, mut msg) in messages.into_iter().enumerate() {
+            if let MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                len,
+                data,
+            } = &mut msg.body
+            {
+                match self.storage.read_snapshot_chunk(*meta, *offset, *len) {
+                    Some(bytes) => *data = bytes,
+                    None => continue,
+                }
+            }
             self.transport.send(msg);
             if self.crash_at(CrashPoint::AfterSend(sent + 1)) {
                 return false;

@@ -1,11 +1,12 @@
 //! What a leader knows about one follower's log, and how it paces replication to it.
 
-use crate::types::LogIndex;
+use crate::types::{LogIndex, SnapshotMeta};
 use std::collections::VecDeque;
 
 /// A follower is either being probed (we do not know where its log matches ours, so one
-/// AppendEntries at a time) or replicated to (its log matches up to `match_index`, so entries
-/// are streamed optimistically, several messages in flight).
+/// AppendEntries at a time), replicated to (its log matches up to `match_index`, so entries
+/// are streamed optimistically, several messages in flight), or sent our snapshot (the
+/// entries it needs next were compacted away, §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     /// `paused` is set after sending a probe, until its answer or the next heartbeat.
@@ -13,6 +14,15 @@ pub enum ProgressMode {
         paused: bool,
     },
     Replicate,
+    /// Sending snapshot `meta` in chunks: the follower holds `acked` bytes durably; bytes up
+    /// to `next_offset` were sent. After a stall, `probing` sends one chunk at a time until
+    /// the follower answers, as a probe does for entries.
+    Snapshot {
+        meta: SnapshotMeta,
+        acked: u64,
+        next_offset: u64,
+        probing: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -21,9 +31,10 @@ pub struct Progress {
     pub match_index: LogIndex,
     pub next_index: LogIndex,
     pub mode: ProgressMode,
-    /// The last index carried by each unacknowledged AppendEntries (Replicate mode), with the
-    /// tick it was sent at, oldest first. Bounded by `Config::max_inflight_msgs`.
-    pub inflight: VecDeque<(LogIndex, u64)>,
+    /// Unacknowledged messages, oldest first, each with the tick it was sent at: in Replicate
+    /// mode the last index an AppendEntries carries, in Snapshot mode the end offset of a
+    /// chunk. Bounded by `Config::max_inflight_msgs`.
+    pub inflight: VecDeque<(u64, u64)>,
     /// Whether the follower answered anything since the last quorum check.
     pub recent_active: bool,
 }
@@ -52,12 +63,23 @@ impl Progress {
         self.inflight.clear();
     }
 
+    /// Starts sending snapshot `meta` from its beginning.
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.mode = ProgressMode::Snapshot {
+            meta,
+            acked: 0,
+            next_offset: 0,
+            probing: false,
+        };
+        self.inflight.clear();
+    }
+
     /// Records an acknowledgement of everything up to `index`; returns whether `match_index` grew.
     pub fn acknowledge(&mut self, index: LogIndex) -> bool {
         while self
             .inflight
             .front()
-            .is_some_and(|&(last, _)| last <= index)
+            .is_some_and(|&(last, _)| last <= index.0)
         {
             self.inflight.pop_front();
         }
@@ -72,5 +94,14 @@ impl Progress {
 
     pub fn check_invariants(&self) {
         assert!(self.match_index < self.next_index, "{self:?}");
+        if let ProgressMode::Snapshot {
+            meta,
+            acked,
+            next_offset,
+            ..
+        } = self.mode
+        {
+            assert!(acked <= next_offset && next_offset <= meta.len, "{self:?}");
+        }
     }
 }

@@ -1,26 +1,34 @@
 //! The boundary between the pure core and the code that does I/O.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState};
+use crate::types::{Entry, HardState, SnapshotMeta};
 
 /// Everything the core wants done, in the order it must be done:
 ///
-/// 1. **Persist** `hard_state` (if any) and `entries` (which replace any stored entries at
-///    indices >= `entries[0].index`), durably.
+/// 1. **Persist**, durably: first the `snapshot_writes`, in order (chunks of a snapshot the
+///    leader is sending, and the installation of one that is complete: the log then starts
+///    after it); then `hard_state` (if any) and `entries` (which replace any stored entries
+///    at indices >= `entries[0].index`).
 /// 2. Only then **send** `messages`. A vote granted or an AppendEntries acknowledged tells the
 ///    peer that the state behind it survives a crash; sending before persisting could let a
 ///    node vote twice in a term or forget an entry it acknowledged (thesis §3.8).
 ///    Likewise a leader's AppendEntries for a new entry is in the same `Ready` as the entry,
 ///    so no follower can acknowledge (and no majority can commit) what the leader itself
 ///    might still lose.
-/// 3. **Apply** `committed_entries`, in order. They are always persisted already (by this
-///    `Ready` or an earlier one).
+/// 3. **Apply**: first the installed snapshot (`install_snapshot`), read back from storage;
+///    then `committed_entries`, in order. They are always persisted already (by this `Ready`
+///    or an earlier one).
 /// 4. Call [`crate::Raft::advance`] with this `Ready`. It reads only the hard state and the
 ///    indexes and terms of the entries, so messages and commands may be moved out first.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
+    /// What to write of snapshots received from the leader, in order.
+    pub snapshot_writes: Vec<SnapshotWrite>,
+    /// The last snapshot installed by `snapshot_writes`: hand it to the service before the
+    /// committed entries.
+    pub install_snapshot: Option<SnapshotMeta>,
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
 }
@@ -29,7 +37,23 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
             && self.entries.is_empty()
+            && self.snapshot_writes.is_empty()
+            && self.install_snapshot.is_none()
             && self.messages.is_empty()
             && self.committed_entries.is_empty()
     }
+}
+
+/// One write of a snapshot being received (§7).
+#[derive(Debug)]
+pub enum SnapshotWrite {
+    /// `data` at `offset` of snapshot `meta`. Offset 0 starts the snapshot afresh, dropping any
+    /// other one half-received.
+    Chunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Snapshot `meta` is complete: make it the current snapshot.
+    Install(SnapshotMeta),
 }

@@ -42,12 +42,28 @@ impl fmt::Display for LogIndex {
     }
 }
 
-/// One log entry: an opaque command and the term in which a leader created it.
+/// One log entry: an opaque command and the term in which a leader created it. An empty
+/// command is a leader's no-op (thesis §6.4), which the service skips.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: LogIndex,
     pub command: Vec<u8>,
+}
+
+impl Entry {
+    pub fn is_noop(&self) -> bool {
+        self.command.is_empty()
+    }
+}
+
+/// A snapshot (§7): the service's state after applying every entry up to `index`, the last of
+/// which has term `term`; `len` bytes of data, opaque to Raft.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub index: LogIndex,
+    pub term: Term,
+    pub len: u64,
 }
 
 /// The state that must survive a crash besides the log (Figure 2, "persistent state").
@@ -57,10 +73,26 @@ pub struct HardState {
     pub vote: Option<NodeId>,
 }
 
-/// A committed command handed to the state machine, in index order.
+/// What the apply channel delivers, in log order: committed commands, and snapshots that
+/// replace the service's state (at startup, or one received from the leader).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApplyMsg {
-    pub index: LogIndex,
-    pub term: Term,
-    pub command: Vec<u8>,
+pub enum ApplyMsg {
+    /// A committed entry. An empty command is a no-op: skip it (but count its index).
+    Entry {
+        index: LogIndex,
+        term: Term,
+        command: Vec<u8>,
+    },
+    /// Replace the state with this snapshot; entries after `meta.index` follow.
+    Snapshot { meta: SnapshotMeta, data: Vec<u8> },
+}
+
+impl ApplyMsg {
+    /// The last index this message brings the service to.
+    pub fn index(&self) -> LogIndex {
+        match self {
+            ApplyMsg::Entry { index, .. } => *index,
+            ApplyMsg::Snapshot { meta, .. } => meta.index,
+        }
+    }
 }

@@ -86,6 +86,19 @@ struct ServerArgs {
     /// Largest value accepted (and largest value an APPEND may grow), in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
+    /// Snapshot the state, and drop the log it covers, once the log holds this many entries
+    /// beyond the last snapshot. Memory, disk and restart time grow with it; each snapshot
+    /// writes the whole state.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_entries: u64,
+    /// Most client sessions remembered (each RESP connection and CLI call is one); beyond it
+    /// the least recently used is forgotten, and its retried request is refused rather than
+    /// applied twice.
+    #[arg(long, default_value_t = kv::DEFAULT_MAX_SESSIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions: u64,
+    /// Size of a log segment file; compaction deletes whole segments.
+    #[arg(long, default_value_t = raftkv::storage::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    wal_segment_bytes: u64,
 }
 
 #[derive(clap::Args)]
@@ -214,6 +227,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
         },
+        snapshot_entries: args.snapshot_entries as usize,
+        max_sessions: args.max_sessions as usize,
+        segment_bytes: args.wal_segment_bytes,
     };
     let server = node::start(opts).await?;
     eprintln!(

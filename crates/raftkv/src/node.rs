@@ -7,7 +7,7 @@ use crate::transport::TcpTransport;
 use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
-use kv::{Clerk, ClerkConfig, KvConfig, KvServer, Limits};
+use kv::{Clerk, ClerkConfig, KvConfig, KvServer, Limits, SnapshotPolicy};
 use raft::{Config, Message, NodeConfig, NodeId};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +37,12 @@ pub struct ServerOptions {
     /// Where to listen for the Redis protocol, if at all.
     pub resp: Option<SocketAddr>,
     pub limits: Limits,
+    /// Snapshot once the log holds this many entries beyond the last snapshot.
+    pub snapshot_entries: usize,
+    /// Most client sessions kept (the least recently used is evicted beyond).
+    pub max_sessions: usize,
+    /// Size of a log segment on disk.
+    pub segment_bytes: u64,
 }
 
 /// A running server.
@@ -57,7 +63,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     );
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
-    let (storage, torn) = WalStorage::open(&opts.data_dir)?;
+    let (storage, torn) = WalStorage::open(&opts.data_dir, opts.segment_bytes)?;
     if let Some(path) = torn {
         tracing::warn!(
             "recovery cut an incomplete last record; its bytes are in {}",
@@ -77,6 +83,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     let (raft, apply) = raft::spawn(config, storage, transport, inbox_rx);
     let kv_config = KvConfig {
         limits: opts.limits,
+        max_sessions: opts.max_sessions,
+        snapshots: SnapshotPolicy {
+            max_log_bytes: None,
+            max_log_entries: Some(opts.snapshot_entries),
+        },
         ..KvConfig::default()
     };
     let kv = KvServer::start(raft, apply, kv_config);

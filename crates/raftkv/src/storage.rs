@@ -1,18 +1,53 @@
-//! Raft's [`Storage`] on the write-ahead log: entries as WAL records (term + command), the hard
-//! state as the WAL's atomically replaced hard-state file.
+//! Raft's [`Storage`] on the write-ahead log and snapshot files of `crates/wal`: entries as
+//! WAL records (term + command), the hard state as the WAL's atomically replaced hard-state
+//! file, and the snapshot as the `snapshot` file in the same directory.
+//!
+//! # On disk
+//!
+//! ```text
+//! <data-dir>/hard_state                       term and vote
+//! <data-dir>/00000000000000000042.wal, ...     log segments, oldest first
+//! <data-dir>/snapshot                          the current snapshot
+//! <data-dir>/snapshot.tmp, snapshot.incoming   one being written / received (never current)
+//! ```
+//!
+//! A local snapshot is written to `snapshot.tmp` and fsynced on a background thread, so that
+//! a large one stalls neither the Raft driver nor the apply loop; the rename that makes it
+//! current, and the deletion of the log segments it covers, happen on the driver's thread
+//! once the write is done. A snapshot received from the leader is written chunk by chunk
+//! (each fsynced before it is acknowledged) and renamed into place when complete.
+//!
+//! Memory: a snapshot is held whole only while the service hands it over (until written) and
+//! while it is read back to hand to the service; chunks sent to followers are read from the
+//! file one at a time.
+//!
+//! # Recovery
+//!
+//! The node starts from the snapshot and the log after it. The log is kept after a snapshot
+//! only if it holds the snapshot's last entry (same index and term) or starts right after it
+//! (§7); a log that starts later than that has lost entries, and the node refuses to start.
 //!
 //! A failed write or fsync stops the process (exit code [`EXIT_STORAGE_FAILURE`]): after such
 //! a failure we cannot know what is durable, and acknowledging anything more could lose it.
 
-use raft::{Entry, HardState, LogIndex, Storage, Term};
+use raft::{Entry, HardState, InitialState, LogIndex, SnapshotMeta, Storage, Term};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use wal::snapshot::{self, IncomingSnapshot, PreparedSnapshot};
 use wal::{Wal, WalError, WalOptions};
 
 /// Exit code when the data directory is damaged and the node refuses to start.
 pub const EXIT_CORRUPT_DATA: i32 = 3;
 /// Exit code when a write or fsync fails while running.
 pub const EXIT_STORAGE_FAILURE: i32 = 4;
+
+/// Largest snapshot accepted, written or received (a bound on a corrupt or hostile length).
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
+
+/// Default size of a log segment. Compaction deletes whole segments, so the log kept on disk
+/// is at most about the entries since the last snapshot plus one segment.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 
 /// An entry as stored: its index is the WAL record's.
 #[derive(Deserialize)]
@@ -29,8 +64,22 @@ struct StoredEntryRef<'a> {
 }
 
 pub struct WalStorage {
+    dir: PathBuf,
     wal: Wal,
-    recovered: Option<(HardState, Vec<Entry>)>,
+    recovered: Option<InitialState>,
+    /// The current snapshot, and its data until the driver first asks for it (read at
+    /// startup to check it anyway).
+    snapshot: Option<SnapshotMeta>,
+    startup_data: Option<Vec<u8>>,
+    /// A local snapshot being written on a background thread.
+    writing: Option<(
+        SnapshotMeta,
+        mpsc::Receiver<Result<PreparedSnapshot, WalError>>,
+    )>,
+    /// The newest local snapshot waiting for the one being written.
+    queued: Option<(SnapshotMeta, Vec<u8>)>,
+    saved: Option<SnapshotMeta>,
+    incoming: Option<(SnapshotMeta, IncomingSnapshot)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +88,45 @@ pub enum OpenError {
     Wal(#[from] WalError),
     #[error("corrupt record in {dir}: {reason}")]
     Decode { dir: String, reason: String },
+    #[error("the log in {dir} {reason}")]
+    MissingLog { dir: String, reason: String },
+}
+
+fn to_wal(meta: SnapshotMeta) -> wal::SnapshotMeta {
+    wal::SnapshotMeta {
+        index: meta.index.0,
+        term: meta.term.0,
+        len: meta.len,
+    }
+}
+
+fn from_wal(meta: wal::SnapshotMeta) -> SnapshotMeta {
+    SnapshotMeta {
+        index: LogIndex(meta.index),
+        term: Term(meta.term),
+        len: meta.len,
+    }
+}
+
+/// Stops the process after a failed write: see the module docs.
+fn fatal(e: impl std::fmt::Display) -> ! {
+    eprintln!("raftkv: fatal storage failure, stopping: {e}");
+    std::process::exit(EXIT_STORAGE_FAILURE);
 }
 
 impl WalStorage {
-    /// Opens and recovers the log in `dir`. Returns the path of any torn tail that recovery
+    /// Opens and recovers the data directory. Returns the path of any torn tail that recovery
     /// cut off (a copy is kept in the directory).
-    pub fn open(dir: &Path) -> Result<(WalStorage, Option<std::path::PathBuf>), OpenError> {
-        let (wal, recovered) = Wal::open(dir, WalOptions::default())?;
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(WalStorage, Option<PathBuf>), OpenError> {
+        let options = WalOptions {
+            segment_bytes,
+            ..WalOptions::default()
+        };
+        let (wal, recovered) = Wal::open(dir, options)?;
+        let loaded = snapshot::load_snapshot(dir, MAX_SNAPSHOT_BYTES)?;
         let bad = |reason: String| OpenError::Decode {
             dir: dir.display().to_string(),
             reason,
@@ -66,15 +147,37 @@ impl WalStorage {
                 command: stored.command,
             });
         }
+        let snapshot = loaded.as_ref().map(|(meta, _)| from_wal(*meta));
+        let entries = log_after(snapshot, recovered.first_index, entries).map_err(|reason| {
+            OpenError::MissingLog {
+                dir: dir.display().to_string(),
+                reason,
+            }
+        })?;
         let storage = WalStorage {
+            dir: dir.to_path_buf(),
             wal,
-            recovered: Some((hard_state, entries)),
+            recovered: Some(InitialState {
+                hard_state,
+                snapshot,
+                entries,
+            }),
+            snapshot,
+            startup_data: loaded.map(|(_, data)| data),
+            writing: None,
+            queued: None,
+            saved: None,
+            incoming: None,
         };
         Ok((storage, recovered.truncated))
     }
 
     fn write(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), WalError> {
         if let Some(first) = entries.first() {
+            if first.index.0 > self.wal.last_index() + 1 {
+                // The first entries after a snapshot received while the log was shorter.
+                self.wal.restart_at(first.index.0 - 1)?;
+            }
             let payloads: Vec<Vec<u8>> = entries
                 .iter()
                 .map(|e| {
@@ -96,10 +199,67 @@ impl WalStorage {
         }
         Ok(())
     }
+
+    /// Starts writing `data` on a background thread.
+    fn start_writing(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        let (tx, rx) = mpsc::channel();
+        let dir = self.dir.clone();
+        std::thread::spawn(move || {
+            let result = snapshot::write_snapshot_tmp(&dir, meta.index.0, meta.term.0, &data);
+            drop(data);
+            let _ = tx.send(result);
+        });
+        self.writing = Some((meta, rx));
+    }
+
+    /// Makes `meta` the current snapshot's and drops the log segments it covers.
+    fn became_current(&mut self, meta: SnapshotMeta) -> Result<(), WalError> {
+        self.snapshot = Some(meta);
+        self.startup_data = None;
+        self.wal.compact(meta.index.0)
+    }
+
+    fn current_index(&self) -> LogIndex {
+        self.snapshot.map_or(LogIndex(0), |m| m.index)
+    }
+}
+
+/// §7: the stored entries that continue `snapshot` (all of them without one). A log that does
+/// not reach back to the snapshot has lost entries.
+fn log_after(
+    snapshot: Option<SnapshotMeta>,
+    first_index: u64,
+    entries: Vec<Entry>,
+) -> Result<Vec<Entry>, String> {
+    let Some(snap) = snapshot else {
+        if first_index != 1 && !entries.is_empty() {
+            return Err(format!(
+                "starts at index {first_index} with no snapshot to cover the entries before"
+            ));
+        }
+        return Ok(entries);
+    };
+    let s = snap.index.0;
+    match entries.first() {
+        None => Ok(entries),
+        Some(first) if first.index.0 > s + 1 => Err(format!(
+            "starts at index {} but the snapshot ends at {s}: entries are missing",
+            first.index
+        )),
+        Some(first) if first.index.0 == s + 1 => Ok(entries),
+        Some(first) => {
+            let at = (s - first.index.0) as usize;
+            match entries.get(at) {
+                Some(e) if e.term == snap.term => Ok(entries.into_iter().skip(at + 1).collect()),
+                // Entries only up to the snapshot, or a suffix that does not continue it.
+                _ => Ok(Vec::new()),
+            }
+        }
+    }
 }
 
 impl Storage for WalStorage {
-    fn initial_state(&mut self) -> (HardState, Vec<Entry>) {
+    fn initial_state(&mut self) -> InitialState {
         self.recovered.take().unwrap_or_default()
     }
 
@@ -107,8 +267,176 @@ impl Storage for WalStorage {
         // fsync blocks; let the runtime move other tasks off this worker meanwhile.
         let result = tokio::task::block_in_place(|| self.write(hard_state, entries));
         if let Err(e) = result {
-            eprintln!("raftkv: fatal storage failure, stopping: {e}");
-            std::process::exit(EXIT_STORAGE_FAILURE);
+            fatal(e);
         }
+    }
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        if meta.index <= self.current_index() {
+            return;
+        }
+        if self.writing.is_some() {
+            self.queued = Some((meta, data));
+        } else {
+            self.start_writing(meta, data);
+        }
+    }
+
+    fn snapshot_saved(&mut self) -> Option<SnapshotMeta> {
+        if let Some((meta, rx)) = &self.writing {
+            let meta = *meta;
+            match rx.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => fatal("the snapshot writer stopped"),
+                Ok(Err(e)) => fatal(e),
+                Ok(Ok(prepared)) => {
+                    self.writing = None;
+                    // A newer snapshot from the leader may have been installed meanwhile.
+                    if meta.index > self.current_index() {
+                        let committed = prepared.commit().and_then(|_| self.became_current(meta));
+                        if let Err(e) = committed {
+                            fatal(e);
+                        }
+                        self.saved = Some(meta);
+                    }
+                    if let Some((meta, data)) = self.queued.take() {
+                        if meta.index > self.current_index() {
+                            self.start_writing(meta, data);
+                        }
+                    }
+                }
+            }
+        }
+        self.saved.take()
+    }
+
+    fn persist_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        let result = tokio::task::block_in_place(|| -> Result<bool, WalError> {
+            if offset == 0 {
+                let incoming = IncomingSnapshot::begin(
+                    &self.dir,
+                    meta.index.0,
+                    meta.term.0,
+                    meta.len,
+                    MAX_SNAPSHOT_BYTES,
+                )?;
+                self.incoming = Some((meta, incoming));
+            }
+            match &mut self.incoming {
+                Some((m, incoming)) if *m == meta => incoming.write_chunk(offset, data),
+                _ => Ok(false),
+            }
+        });
+        match result {
+            Ok(true) => {}
+            Ok(false) => fatal(format!(
+                "a chunk of snapshot {} at offset {offset} arrived out of order",
+                meta.index
+            )),
+            Err(e) => fatal(e),
+        }
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        let result = tokio::task::block_in_place(|| -> Result<(), WalError> {
+            let Some((m, incoming)) = self.incoming.take() else {
+                return Err(WalError::InvalidSnapshot(format!(
+                    "installing snapshot {} that was never received",
+                    meta.index
+                )));
+            };
+            if m != meta {
+                return Err(WalError::InvalidSnapshot(format!(
+                    "installing snapshot {} while {} was received",
+                    meta.index, m.index
+                )));
+            }
+            incoming.finish()?;
+            if self.wal.last_index() < meta.index.0 {
+                // The whole log is behind the snapshot: start it afresh after it.
+                self.wal.restart_at(meta.index.0)?;
+            }
+            self.became_current(meta)
+        });
+        if let Err(e) = result {
+            fatal(e);
+        }
+    }
+
+    fn read_snapshot(&mut self) -> Option<(SnapshotMeta, Vec<u8>)> {
+        let meta = self.snapshot?;
+        if let Some(data) = self.startup_data.take() {
+            return Some((meta, data));
+        }
+        match snapshot::load_snapshot(&self.dir, MAX_SNAPSHOT_BYTES) {
+            Ok(Some((m, data))) if from_wal(m) == meta => Some((meta, data)),
+            Ok(_) => fatal(format!(
+                "snapshot {} is gone from {}",
+                meta.index,
+                self.dir.display()
+            )),
+            Err(e) => fatal(e),
+        }
+    }
+
+    fn read_snapshot_chunk(
+        &mut self,
+        meta: SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
+        match snapshot::read_snapshot_chunk(&self.dir, &to_wal(meta), offset, len) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // Not fatal: nothing durable depends on it; the follower asks again.
+                tracing::warn!("cannot read snapshot {} for a follower: {e}", meta.index);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(from: u64, terms: &[u64]) -> Vec<Entry> {
+        (from..)
+            .zip(terms)
+            .map(|(i, &t)| Entry {
+                term: Term(t),
+                index: LogIndex(i),
+                command: vec![i as u8],
+            })
+            .collect()
+    }
+
+    fn snap(index: u64, term: u64) -> Option<SnapshotMeta> {
+        Some(SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            len: 1,
+        })
+    }
+
+    /// §7: the log is kept after a snapshot only if it holds the snapshot's last entry or
+    /// starts right after it.
+    #[test]
+    fn the_log_after_a_snapshot_follows_the_retention_rule() {
+        let log = entries(1, &[1, 1, 2, 2, 3]);
+        // Holds entry 3 of term 2: entries 4 and 5 continue the snapshot.
+        assert_eq!(log_after(snap(3, 2), 1, log.clone()), Ok(log[3..].to_vec()));
+        // Entry 3 has another term: nothing after it is known to continue the snapshot.
+        assert_eq!(log_after(snap(3, 3), 1, log.clone()), Ok(vec![]));
+        // The log ends before the snapshot.
+        assert_eq!(log_after(snap(9, 3), 1, log.clone()), Ok(vec![]));
+        // Starts right after it (a log restarted after an installed snapshot).
+        let tail = entries(10, &[4, 4]);
+        assert_eq!(log_after(snap(9, 3), 10, tail.clone()), Ok(tail));
+        // Starts later: entries are missing.
+        assert!(log_after(snap(5, 3), 10, entries(10, &[4])).is_err());
+        // No snapshot: the log must start at 1.
+        assert!(log_after(None, 4, entries(4, &[1])).is_err());
+        assert_eq!(log_after(None, 1, log.clone()), Ok(log));
     }
 }

@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Local {
     sm: Arc<Mutex<KvStateMachine>>,
     limits: Limits,
+    applied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientTransport for Local {
@@ -31,7 +32,14 @@ impl ClientTransport for Local {
         op: Op,
     ) -> impl Future<Output = Result<KvReply, RpcError>> + Send {
         let reply = match self.limits.check(&op.kind) {
-            Ok(()) => self.sm.lock().unwrap().apply(&op),
+            Ok(()) => {
+                // The log index the entry would have: sessions age by it.
+                let index = self
+                    .applied
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                self.sm.lock().unwrap().apply(index, &op)
+            }
             Err(e) => Err(e),
         };
         std::future::ready(Ok(reply))
@@ -64,8 +72,12 @@ impl Service {
     fn new(limits: Limits) -> Service {
         Service {
             local: Local {
-                sm: Arc::new(Mutex::new(KvStateMachine::new(limits))),
+                sm: Arc::new(Mutex::new(KvStateMachine::new(
+                    limits,
+                    kv::DEFAULT_MAX_SESSIONS,
+                ))),
                 limits,
+                applied: Arc::default(),
             },
             next_client: 1,
         }

@@ -17,7 +17,7 @@
 use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::stats::Stats;
-use raft::{CrashHook, CrashPoint, Entry, HardState, NodeId, Storage};
+use raft::{CrashHook, CrashPoint, Entry, HardState, InitialState, NodeId, SnapshotMeta, Storage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -169,7 +169,7 @@ impl SimStorage {
 }
 
 impl Storage for SimStorage {
-    fn initial_state(&mut self) -> (HardState, Vec<Entry>) {
+    fn initial_state(&mut self) -> InitialState {
         self.persister.initial_state()
     }
 
@@ -184,5 +184,44 @@ impl Storage for SimStorage {
                 .persister
                 .persist(hard_state.filter(|_| hs), &entries[..kept]),
         }
+    }
+
+    // Snapshot writes are atomic here (a real node writes a temporary file and renames it),
+    // and a half-received snapshot is lost in a crash anyway; a dead node writes nothing.
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        if !self.fuse.is_dead() {
+            self.persister.save_snapshot(meta, data);
+        }
+    }
+
+    fn snapshot_saved(&mut self) -> Option<SnapshotMeta> {
+        self.persister.snapshot_saved()
+    }
+
+    fn persist_snapshot_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]) {
+        if !self.fuse.is_dead() {
+            self.persister.persist_snapshot_chunk(meta, offset, data);
+        }
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        if !self.fuse.is_dead() {
+            self.persister.install_snapshot(meta);
+            self.fuse.stats.add("snapshots installed", 1);
+        }
+    }
+
+    fn read_snapshot(&mut self) -> Option<(SnapshotMeta, Vec<u8>)> {
+        self.persister.read_snapshot()
+    }
+
+    fn read_snapshot_chunk(
+        &mut self,
+        meta: SnapshotMeta,
+        offset: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
+        self.persister.read_snapshot_chunk(meta, offset, len)
     }
 }

@@ -17,7 +17,9 @@ pub struct Record {
     pub kind: OpKind,
     /// The value a `Get` returned (empty for writes).
     pub output: String,
-    /// Positions of the call and the return in the history's order of events.
+    /// Positions of the call and the return in the history's order of events; `ret` is
+    /// `u64::MAX` for a write whose outcome is unknown (it may take effect at any point after
+    /// its call).
     pub call: u64,
     pub ret: u64,
     /// Virtual nanoseconds since the cluster started.
@@ -75,6 +77,21 @@ impl History {
             ret,
             call_time: call.time,
             ret_time: time,
+        });
+    }
+
+    /// Records a write whose outcome is unknown (it may or may not have taken effect). A read
+    /// with no answer says nothing and is not recorded.
+    pub fn complete_unknown(&self, call: Call, client: u64, kind: OpKind) {
+        let mut st = self.state();
+        st.records.push(Record {
+            client,
+            kind,
+            output: String::new(),
+            call: call.position,
+            ret: u64::MAX,
+            call_time: call.time,
+            ret_time: u64::MAX,
         });
     }
 

@@ -44,9 +44,15 @@ pub struct NodeSpec {
     /// The node's tick; 10 ms by default, other values model a clock running fast or slow.
     pub tick: Duration,
     pub fault: RaftFault,
+    /// Whether a new leader appends a no-op (the course's Raft suites assume none).
+    pub noop: bool,
     /// Seeds the node's election timeouts.
     pub seed: u64,
 }
+
+/// Snapshot chunks are small here, so that the course's small snapshots still travel in
+/// several chunks and their loss, duplication and reordering are exercised.
+const SNAPSHOT_CHUNK: u64 = 256;
 
 pub struct Incarnation {
     pub handle: Handle,
@@ -68,6 +74,8 @@ pub fn start(
     config.tick = spec.tick;
     config.crash_hook = Some(fuse.hook());
     config.check_invariants = true;
+    config.raft.noop_on_election = spec.noop;
+    config.raft.max_snapshot_chunk = SNAPSHOT_CHUNK;
     let transport = ContractTransport {
         inner: transport,
         persister: persister.clone(),
@@ -138,6 +146,22 @@ impl Transport for ContractTransport {
                      in term {} with only {stored} persisted",
                     msg.from,
                     index,
+                    msg.term
+                );
+            }
+            MessageBody::InstallSnapshotResponse {
+                index, done: true, ..
+            } => {
+                // Installed, or covered by entries the node holds.
+                let stored = self
+                    .persister
+                    .snapshot_index()
+                    .max(self.persister.last_index());
+                assert!(
+                    moved_on || stored >= index.0,
+                    "durability contract violated (§3.8): node {} reported snapshot {index} \
+                     installed in term {} with its storage only up to {stored}",
+                    msg.from,
                     msg.term
                 );
             }

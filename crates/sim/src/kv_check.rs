@@ -15,16 +15,21 @@ pub const CHECK_BUDGET: Duration = Duration::from_secs(60);
 pub fn to_operations(history: &[Record]) -> Vec<Operation<KvInput, KvOutput>> {
     history
         .iter()
-        .map(|r| Operation {
-            client_id: r.client,
-            input: match &r.kind {
+        .filter_map(|r| {
+            let input = match &r.kind {
                 OpKind::Get { key } => KvInput::get(key.clone()),
                 OpKind::Put { key, value } => KvInput::put(key.clone(), value.clone()),
                 OpKind::Append { key, value } => KvInput::append(key.clone(), value.clone()),
-            },
-            call: r.call,
-            output: KvOutput::new(r.output.clone()),
-            return_time: r.ret,
+                // Sessions are the Clerk's business and never recorded.
+                OpKind::OpenSession | OpKind::CloseSession => return None,
+            };
+            Some(Operation {
+                client_id: r.client,
+                input,
+                call: r.call,
+                output: KvOutput::new(r.output.clone()),
+                return_time: r.ret,
+            })
         })
         .collect()
 }

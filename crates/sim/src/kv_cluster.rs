@@ -14,7 +14,10 @@ use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::stats::Stats;
 use crate::trace::Trace;
-use kv::{Clerk, ClerkConfig, ClientTransport, KvConfig, KvReply, KvServer, Op, OpKind, RpcError};
+use kv::{
+    Clerk, ClerkConfig, ClerkError, ClientTransport, KvConfig, KvError, KvReply, KvServer, Op,
+    OpKind, RpcError,
+};
 use raft::{LogIndex, NodeId, RaftFault};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -39,6 +42,8 @@ pub struct KvOptions {
     pub ticks: Vec<Duration>,
     /// How `shutdown_server` crashes a server.
     pub crashes: CrashPolicy,
+    /// A new leader appends a no-op entry (thesis §6.4), as in production.
+    pub noop_on_election: bool,
 }
 
 impl KvOptions {
@@ -50,6 +55,7 @@ impl KvOptions {
             raft_fault: RaftFault::None,
             ticks: Vec::new(),
             crashes: CrashPolicy::SUITES,
+            noop_on_election: true,
         }
     }
 }
@@ -191,9 +197,14 @@ impl KvCluster {
         (0..self.n).filter(|&i| st.servers[i].is_some()).collect()
     }
 
-    /// The size of server `i`'s persisted Raft state.
+    /// The size of server `i`'s persisted Raft state (the course's `LogSize`).
     pub fn log_size(&self, i: usize) -> usize {
         self.state().persisters[i].raft_state_size()
+    }
+
+    /// The size of server `i`'s snapshot (the course's `SnapshotSize`).
+    pub fn snapshot_size(&self, i: usize) -> usize {
+        self.state().persisters[i].snapshot_size()
     }
 
     // ------------------------------------------------------------ servers
@@ -222,6 +233,7 @@ impl KvCluster {
             peers: self.n,
             tick,
             fault: st.options.raft_fault,
+            noop: st.options.noop_on_election,
             seed: st.rng.gen(),
         };
         let (inc, apply) = incarnation::start(spec, persister, &self.net, &self.stats);
@@ -310,6 +322,37 @@ impl KvCluster {
         (0..self.n).find(|&i| self.server(i).is_some_and(|s| s.raft().state().1))
     }
 
+    /// Each server's Raft view, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.n {
+            let line = match self.server(i) {
+                None => format!("server {i}: down\n"),
+                Some(kv) => kv.raft().inspect(|r| {
+                    let log = r.log();
+                    let progress: Vec<String> = (0..self.n as NodeId)
+                        .filter_map(|p| r.progress(p).map(|pr| format!("{p}:{pr:?}")))
+                        .collect();
+                    format!(
+                        "server {i}: term={} role={:?} snapshot={} last={}@{} commit={} \
+                         applied={} kv_applied={} {}\n",
+                        r.term(),
+                        r.role(),
+                        log.snapshot().index,
+                        log.last_index(),
+                        log.last_term(),
+                        log.committed(),
+                        log.applied(),
+                        kv.applied_index(),
+                        progress.join(" ")
+                    )
+                }),
+            };
+            out.push_str(&line);
+        }
+        out
+    }
+
     /// The course's `make_partition`: a majority without the leader, and a minority holding
     /// it (last).
     pub fn make_partition(&self) -> (Vec<usize>, Vec<usize>) {
@@ -348,7 +391,17 @@ impl KvCluster {
                         applied[0]
                     ));
                 }
-                let logs: Vec<u64> = servers.iter().map(|s| log_digest(s, applied[0])).collect();
+                // The logs from where every replica still holds entries (the rest is in their
+                // snapshots, whose states were just compared).
+                let from = servers
+                    .iter()
+                    .map(|s| s.raft().inspect(|r| r.log().first_index()))
+                    .max()
+                    .unwrap_or(LogIndex(1));
+                let logs: Vec<u64> = servers
+                    .iter()
+                    .map(|s| log_digest(s, from, LogIndex(applied[0])))
+                    .collect();
                 if logs.iter().any(|&d| d != logs[0]) {
                     return Err(format!(
                         "replicas applied {} entries but their logs differ before that",
@@ -436,16 +489,37 @@ impl KvCluster {
     }
 
     async fn recorded(&self, ck: &mut SimClerk, kind: OpKind, client: u64) -> String {
-        let call = self.history.call(self.now());
-        let output = match ck.clerk.execute(kind.clone()).await {
+        match self.try_recorded(ck, kind.clone(), client).await {
             Ok(v) => v,
             Err(e) => panic!("{kind:?} failed: {e}"),
-        };
+        }
+    }
+
+    /// Like `get`, `put` and `append`, for a test that expects calls to fail: a call refused
+    /// because its session expired has an unknown outcome (a write is recorded as such); a call
+    /// refused for good (a limit) changed nothing and is not recorded.
+    pub async fn try_recorded(
+        &self,
+        ck: &mut SimClerk,
+        kind: OpKind,
+        client: u64,
+    ) -> Result<String, ClerkError> {
+        let call = self.history.call(self.now());
+        let result = ck.clerk.execute(kind.clone()).await;
         let ret = self.now();
         self.trace.record(&ret.to_le_bytes());
-        self.history
-            .complete(call, client, kind, output.clone(), ret);
-        output
+        match &result {
+            Ok(output) => self
+                .history
+                .complete(call, client, kind, output.clone(), ret),
+            Err(ClerkError::Rejected(KvError::SessionExpired)) => {
+                if !matches!(kind, OpKind::Get { .. }) {
+                    self.history.complete_unknown(call, client, kind);
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// Every recorded call so far.
@@ -535,10 +609,13 @@ impl ClientTransport for SimClientTransport {
     }
 }
 
-/// A digest of `server`'s log up to `upto` (terms and commands).
-fn log_digest(server: &KvServer, upto: u64) -> u64 {
+/// A digest of `server`'s log in `[from, upto]` (terms and commands).
+fn log_digest(server: &KvServer, from: LogIndex, upto: LogIndex) -> u64 {
     server.raft().inspect(|r| {
-        let entries = r.log().slice(LogIndex(1), LogIndex(upto), usize::MAX);
+        if from > upto {
+            return 0;
+        }
+        let entries = r.log().slice(from, upto, usize::MAX);
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for e in &entries {
             let bytes = e

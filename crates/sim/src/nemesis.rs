@@ -26,6 +26,7 @@ use crate::incarnation::CrashPolicy;
 use crate::kv_check::{check_history, report_path, CheckError};
 use crate::kv_cluster::{KvCluster, KvOptions, SimClerk};
 use crate::net::NetFaults;
+use kv::{KvConfig, OpKind, SnapshotPolicy};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +65,8 @@ struct Plan {
     mixed_keys: Vec<String>,
     fault_time: Duration,
     ticks: Vec<Duration>,
+    kv: KvConfig,
+    noop_on_election: bool,
 }
 
 impl Plan {
@@ -81,6 +84,28 @@ impl Plan {
                 Duration::from_micros((10_000.0 * factor) as u64)
             })
             .collect();
+        // Snapshots after a few entries, so that logs are compacted and InstallSnapshot sent
+        // all the time (one run in eight without); a session table that can hold about as
+        // many sessions as there are Clerks, so that sessions are evicted now and then.
+        let snapshots = match rng.gen_range(0..8) {
+            0 => SnapshotPolicy::default(),
+            1..=3 => SnapshotPolicy {
+                max_log_bytes: Some(rng.gen_range(300..5000)),
+                max_log_entries: None,
+            },
+            _ => SnapshotPolicy {
+                max_log_bytes: None,
+                max_log_entries: Some(rng.gen_range(5..200)),
+            },
+        };
+        let kv = KvConfig {
+            snapshots,
+            max_sessions: clients + rng.gen_range(0..4),
+            ..KvConfig::default()
+        };
+        // A quarter of the runs without the leader's no-op: entries of earlier terms then wait
+        // for a client's entry to commit, the situation of the paper's Figure 8.
+        let noop_on_election = !rng.gen_ratio(1, 4);
         Plan {
             servers,
             clients,
@@ -88,6 +113,8 @@ impl Plan {
             mixed_keys,
             fault_time,
             ticks,
+            kv,
+            noop_on_election,
         }
     }
 }
@@ -105,6 +132,8 @@ pub async fn run(seed: u64) -> Outcome {
             immediate_one_in: 5,
             armed_deadline: Duration::from_millis(400),
         },
+        kv: plan.kv.clone(),
+        noop_on_election: plan.noop_on_election,
         ..KvOptions::new(plan.servers, false)
     };
     let cfg = KvCluster::with_options(options, rng.gen());
@@ -156,7 +185,8 @@ pub async fn run(seed: u64) -> Outcome {
         .collect();
     for (id, ck) in clerks.iter_mut().enumerate() {
         let key = &keys[id % keys.len()];
-        let call = cfg.get(ck, key, id as u64);
+        let kind = OpKind::Get { key: key.clone() };
+        let call = cfg.try_recorded(ck, kind, id as u64);
         if timeout(FRESH_CALL_PATIENCE, call).await.is_err() {
             panic!(
                 "[liveness] client {id} could not complete a call within {FRESH_CALL_PATIENCE:?} \
@@ -166,7 +196,7 @@ pub async fn run(seed: u64) -> Outcome {
     }
 
     if let Err(e) = cfg.replicas_converge(Duration::from_secs(10)).await {
-        panic!("[divergence] {e}");
+        panic!("[divergence] {e}\n{}", cfg.describe());
     }
 
     // The final value of every key, read through the log like any other call.
@@ -174,6 +204,7 @@ pub async fn run(seed: u64) -> Outcome {
     let mut finals = BTreeMap::new();
     let mut ck = cfg.make_client(&cfg.all());
     for key in &keys {
+        // The reader's session is the newest: no other Clerk runs now to evict it.
         finals.insert(key.clone(), cfg.get(&mut ck, key, reader).await);
     }
     check_appends(
@@ -277,16 +308,25 @@ impl Client {
             let roll = self.rng.gen_range(0..100);
             n += 1;
             let value = format!("{}.{n};", self.id);
-            if roll < 55 {
-                self.cfg.append(&mut ck, &key, &value, self.id).await;
-                if !mixed {
-                    let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-                    acked.push((key, value));
+            let kind = if roll < 55 {
+                OpKind::Append {
+                    key: key.clone(),
+                    value: value.clone(),
                 }
             } else if roll < 65 && mixed {
-                self.cfg.put(&mut ck, &key, &value, self.id).await;
+                OpKind::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                }
             } else {
-                self.cfg.get(&mut ck, &key, self.id).await;
+                OpKind::Get { key: key.clone() }
+            };
+            let appended = matches!(kind, OpKind::Append { .. });
+            // An error here is an expired session (the table is small): outcome unknown.
+            let done = self.cfg.try_recorded(&mut ck, kind, self.id).await.is_ok();
+            if done && appended && !mixed {
+                let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+                acked.push((key, value));
             }
             let pause = self.rng.gen_range(0..30);
             sleep(Duration::from_millis(pause)).await;

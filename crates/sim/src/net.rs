@@ -203,6 +203,9 @@ impl Network {
             return;
         }
         st.check_safety(&msg);
+        if let MessageBody::InstallSnapshot { .. } = msg.body {
+            st.stats.add("snapshot chunks sent", 1);
+        }
         if request {
             st.rpc_total += 1;
             st.bytes += size;

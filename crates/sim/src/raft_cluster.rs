@@ -13,7 +13,7 @@ use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::stats::Stats;
 use crate::trace::Trace;
-use raft::{ApplyMsg, Handle, NodeId, RaftFault};
+use raft::{ApplyMsg, Handle, LogIndex, NodeId, RaftFault};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -24,6 +24,10 @@ use tokio::time::{sleep, Instant};
 
 /// The tester's election timeout: a leader must be elected well within this.
 pub const RAFT_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// With snapshots on (the 2D tests), each node's applier snapshots after every this many
+/// entries (the course's `SnapShotInterval`).
+pub const SNAPSHOT_INTERVAL: u64 = 10;
 
 /// The course's integer commands, as bytes.
 pub fn cmd(x: u64) -> Vec<u8> {
@@ -54,6 +58,8 @@ pub struct RaftCluster {
 struct Nodes {
     rng: ChaCha8Rng,
     fault: RaftFault,
+    /// The 2D tests: appliers snapshot every `SNAPSHOT_INTERVAL` entries.
+    snapshots: bool,
     running: Vec<Option<Incarnation>>,
     /// Crashed at a crash point still to come: they may run on for a few milliseconds.
     dying: Vec<Option<Incarnation>>,
@@ -68,8 +74,24 @@ impl RaftCluster {
         RaftCluster::with_fault(n, unreliable, seed, crate::mutants::raft_fault())
     }
 
+    /// The course's 2D configuration: each node's applier snapshots every
+    /// [`SNAPSHOT_INTERVAL`] entries, and checks the snapshots it is handed.
+    pub fn with_snapshots(n: usize, unreliable: bool, seed: u64) -> RaftCluster {
+        RaftCluster::build(n, unreliable, seed, crate::mutants::raft_fault(), true)
+    }
+
     /// A cluster whose nodes all carry the deliberate bug `fault` (the mutant tests).
     pub fn with_fault(n: usize, unreliable: bool, seed: u64, fault: RaftFault) -> RaftCluster {
+        RaftCluster::build(n, unreliable, seed, fault, false)
+    }
+
+    fn build(
+        n: usize,
+        unreliable: bool,
+        seed: u64,
+        fault: RaftFault,
+        snapshots: bool,
+    ) -> RaftCluster {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let trace = Trace::new();
         let stats = Stats::new();
@@ -83,6 +105,7 @@ impl RaftCluster {
             nodes: Arc::new(Mutex::new(Nodes {
                 rng,
                 fault,
+                snapshots,
                 running: (0..n).map(|_| None).collect(),
                 dying: (0..n).map(|_| None).collect(),
                 persisters: (0..n).map(|_| MemPersister::new()).collect(),
@@ -179,14 +202,17 @@ impl RaftCluster {
             peers: self.n,
             tick: Duration::from_millis(10),
             fault: nodes.fault,
+            noop: false,
             seed: nodes.rng.gen(),
         };
         let (inc, apply_rx) = incarnation::start(spec, persister, &self.net, &self.stats);
+        let snapshots = nodes.snapshots.then(|| inc.handle.clone());
         tokio::spawn(applier(
             i,
             apply_rx,
             self.applied.clone(),
             self.trace.clone(),
+            snapshots,
         ));
         nodes.running[i] = Some(inc);
     }
@@ -248,6 +274,7 @@ impl RaftCluster {
         self.net.bytes_total()
     }
 
+    /// The size of node `i`'s persisted Raft state (the course's `LogSize`).
     pub fn log_size(&self, i: usize) -> usize {
         self.nodes().persisters[i].raft_state_size()
     }
@@ -440,35 +467,78 @@ impl RaftCluster {
 }
 
 /// Reads one incarnation's apply channel, checking every command against what other servers
-/// applied at the same index, and that this incarnation applies in order from index 1.
+/// applied at the same index, and that this incarnation applies in order. With `snapshots`
+/// (the node's handle), it snapshots every [`SNAPSHOT_INTERVAL`] entries, as the course's 2D
+/// tester does: the snapshot holds the last index and every command up to it. A snapshot on
+/// the channel replaces what this server applied, after the same checks.
 async fn applier(
     i: usize,
     mut rx: mpsc::Receiver<ApplyMsg>,
     applied: Arc<Mutex<Applied>>,
     trace: Trace,
+    snapshots: Option<Handle>,
 ) {
     let mut last_applied = 0;
     while let Some(m) = rx.recv().await {
-        trace.record_apply(i as u64, m.index.0, &m.command);
         let mut a = applied.lock().unwrap_or_else(|e| e.into_inner());
-        let index = m.index.0;
-        let conflict = a.logs.iter().enumerate().find_map(|(j, log)| {
-            log.get(&index).filter(|old| **old != m.command).map(|old| {
-                format!(
-                    "commit index={index} server={i} {:?} != server={j} {old:?}",
-                    m.command
-                )
-            })
-        });
-        if a.error.is_none() {
-            a.error = conflict;
+        match m {
+            ApplyMsg::Entry { index, command, .. } => {
+                let index = index.0;
+                trace.record_apply(i as u64, index, &command);
+                if index != last_applied + 1 && a.error.is_none() {
+                    a.error = Some(format!(
+                        "server {i} apply out of order: {index} after {last_applied}"
+                    ));
+                }
+                check_against_others(&mut a, i, index, &command);
+                last_applied = index;
+                a.logs[i].insert(index, command);
+                if let Some(node) = &snapshots {
+                    if (index + 1) % SNAPSHOT_INTERVAL == 0 {
+                        let log: Vec<Vec<u8>> = (1..=index)
+                            .map(|j| a.logs[i].get(&j).cloned().unwrap_or_default())
+                            .collect();
+                        let data = postcard::to_allocvec(&(index, log)).expect("encode");
+                        node.snapshot(LogIndex(index), data);
+                    }
+                }
+            }
+            ApplyMsg::Snapshot { meta, data } => {
+                trace.record_apply(i as u64, meta.index.0, &data);
+                let Ok((index, log)) = postcard::from_bytes::<(u64, Vec<Vec<u8>>)>(&data) else {
+                    a.error
+                        .get_or_insert(format!("server {i} got an unreadable snapshot"));
+                    continue;
+                };
+                if index != meta.index.0 || index < last_applied {
+                    let error = format!(
+                        "server {i} got a snapshot for {index} (meta {}) after applying \
+                         {last_applied}",
+                        meta.index
+                    );
+                    a.error.get_or_insert(error);
+                    continue;
+                }
+                a.logs[i].clear();
+                for (j, command) in (1..).zip(log) {
+                    check_against_others(&mut a, i, j, &command);
+                    a.logs[i].insert(j, command);
+                }
+                last_applied = index;
+            }
         }
-        if index != last_applied + 1 && a.error.is_none() {
-            a.error = Some(format!(
-                "server {i} apply out of order: {index} after {last_applied}"
-            ));
-        }
-        last_applied = index;
-        a.logs[i].insert(index, m.command);
+    }
+}
+
+/// Fails the test (through `Applied::error`) if another server applied a different command at
+/// `index`.
+fn check_against_others(a: &mut Applied, i: usize, index: u64, command: &[u8]) {
+    let conflict = a.logs.iter().enumerate().find_map(|(j, log)| {
+        log.get(&index)
+            .filter(|old| old.as_slice() != command)
+            .map(|old| format!("commit index={index} server={i} {command:?} != server={j} {old:?}"))
+    });
+    if a.error.is_none() {
+        a.error = conflict;
     }
 }

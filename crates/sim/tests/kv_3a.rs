@@ -1,187 +1,14 @@
 //! The course's key/value part 3A suite, with its parameters. Every test checks its whole
 //! history with the linearizability checker; a checker timeout fails the test.
 
+mod common;
+
+use common::{check_concurrent_appends, generic, generic_test, speed_test, Generic};
 use kv::Fault;
 use sim::kv_check::check_linearizable;
 use sim::{KvCluster, KV_ELECTION_TIMEOUT};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, timeout};
-
-/// Checks that `v` holds each of `client`'s `count` appends exactly once, in order.
-fn check_clnt_appends(client: u64, v: &str, count: u64) {
-    let mut last: Option<usize> = None;
-    for j in 0..count {
-        let wanted = format!("x {client} {j} y");
-        let off = v.find(&wanted).unwrap_or_else(|| {
-            panic!("{client} missing element {wanted:?} in Append result {v:?}")
-        });
-        let off1 = v.rfind(&wanted).expect("found once");
-        assert_eq!(off, off1, "duplicate element {wanted:?} in Append result");
-        if let Some(last) = last {
-            assert!(
-                off > last,
-                "wrong order for element {wanted:?} in Append result"
-            );
-        }
-        last = Some(off);
-    }
-}
-
-/// Checks that `v` holds each client's appends exactly once, in each client's order.
-fn check_concurrent_appends(v: &str, counts: &[u64]) {
-    for (client, &count) in counts.iter().enumerate() {
-        check_clnt_appends(client as u64, v, count);
-    }
-}
-
-/// The course's partitioner: a random two-way split of the servers every 1 s + 0–200 ms.
-async fn partitioner(cfg: KvCluster, done: Arc<AtomicBool>) {
-    while !done.load(Ordering::SeqCst) {
-        let mut sides = (Vec::new(), Vec::new());
-        for i in 0..cfg.n() {
-            if cfg.rand(0..2) == 0 {
-                sides.0.push(i);
-            } else {
-                sides.1.push(i);
-            }
-        }
-        cfg.partition(&sides.0, &sides.1);
-        let ms = cfg.rand(0..200);
-        sleep(KV_ELECTION_TIMEOUT + Duration::from_millis(ms)).await;
-    }
-}
-
-/// One client of the generic test: appends (50%), puts (10% of the rest, random keys only)
-/// and gets until told to stop; returns how many appends/puts it did.
-async fn client_loop(
-    cfg: KvCluster,
-    cli: u64,
-    nclients: u64,
-    randomkeys: bool,
-    done: Arc<AtomicBool>,
-) -> u64 {
-    let mut ck = cfg.make_client(&cfg.all());
-    let mut j = 0;
-    let mut last = String::new();
-    if !randomkeys {
-        cfg.put(&mut ck, &cli.to_string(), &last, cli).await;
-    }
-    while !done.load(Ordering::SeqCst) {
-        let key = if randomkeys {
-            cfg.rand(0..nclients).to_string()
-        } else {
-            cli.to_string()
-        };
-        let nv = format!("x {cli} {j} y");
-        if cfg.rand(0..1000) < 500 {
-            cfg.append(&mut ck, &key, &nv, cli).await;
-            if !randomkeys {
-                last.push_str(&nv);
-            }
-            j += 1;
-        } else if randomkeys && cfg.rand(0..1000) < 100 {
-            cfg.put(&mut ck, &key, &nv, cli).await;
-            j += 1;
-        } else {
-            let v = cfg.get(&mut ck, &key, cli).await;
-            if !randomkeys {
-                assert_eq!(v, last, "get wrong value, key {key}");
-            }
-        }
-    }
-    j
-}
-
-#[derive(Clone, Copy)]
-struct Generic {
-    nclients: u64,
-    nservers: usize,
-    unreliable: bool,
-    crash: bool,
-    partitions: bool,
-    randomkeys: bool,
-}
-
-/// The course's `GenericTest` (3 iterations of 5 s of client load with optional
-/// unreliability, partitions and crashes; then each client's appends are checked, and the
-/// whole history with the linearizability checker).
-async fn generic_test(name: &str, seed: u64, p: Generic) {
-    let cfg = KvCluster::new(p.nservers, p.unreliable, seed);
-    let mut ck = cfg.make_client(&cfg.all());
-    for _ in 0..3 {
-        let done_clients = Arc::new(AtomicBool::new(false));
-        let done_partitioner = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = (0..p.nclients)
-            .map(|cli| {
-                let fut = client_loop(
-                    cfg.clone(),
-                    cli,
-                    p.nclients,
-                    p.randomkeys,
-                    done_clients.clone(),
-                );
-                tokio::spawn(fut)
-            })
-            .collect();
-        let mut partitioner_task = None;
-        if p.partitions {
-            // Let the clients perform some operations without interruption.
-            sleep(Duration::from_secs(1)).await;
-            let task = partitioner(cfg.clone(), done_partitioner.clone());
-            partitioner_task = Some(tokio::spawn(task));
-        }
-        sleep(Duration::from_secs(5)).await;
-        done_clients.store(true, Ordering::SeqCst);
-        done_partitioner.store(true, Ordering::SeqCst);
-        if let Some(task) = partitioner_task {
-            task.await.expect("partitioner");
-            // A client may have submitted a request in a minority; it won't return until
-            // that server discovers a new term has started.
-            cfg.connect_all();
-            sleep(KV_ELECTION_TIMEOUT).await;
-        }
-        if p.crash {
-            for i in 0..p.nservers {
-                cfg.shutdown_server(i);
-            }
-            sleep(KV_ELECTION_TIMEOUT).await;
-            for i in 0..p.nservers {
-                cfg.start_server(i);
-            }
-            cfg.connect_all();
-        }
-        for (cli, task) in clients.into_iter().enumerate() {
-            let j = match task.await {
-                Ok(j) => j,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            let v = cfg.get(&mut ck, &cli.to_string(), 0).await;
-            if !p.randomkeys {
-                check_clnt_appends(cli as u64, &v, j);
-            }
-        }
-        // maxraftstate < 0: snapshots must not be used; we have none, and the Raft state
-        // holds the whole log.
-        for i in 0..p.nservers {
-            assert!(cfg.log_size(i) > 0, "server {i} persisted nothing");
-        }
-    }
-    cfg.check_replicas_converge().await;
-    check_linearizable(&cfg.history(), name, seed);
-}
-
-fn generic(nclients: u64, nservers: usize) -> Generic {
-    Generic {
-        nclients,
-        nservers,
-        unreliable: false,
-        crash: false,
-        partitions: false,
-        randomkeys: false,
-    }
-}
 
 #[test]
 fn basic_3a() {
@@ -198,26 +25,7 @@ fn speed_3a() {
 }
 
 async fn speed(seed: u64) {
-    let cfg = KvCluster::new(3, false, seed);
-    let mut ck = cfg.make_client(&cfg.all());
-    // Wait until the first op completes, so a leader is elected and servers are ready.
-    cfg.get(&mut ck, "x", 0).await;
-    let num_ops = 1000;
-    let start = cfg.now();
-    for i in 0..num_ops {
-        cfg.append(&mut ck, "x", &format!("x 0 {i} y"), 0).await;
-    }
-    let per_op = Duration::from_nanos((cfg.now() - start) / num_ops);
-    let v = cfg.get(&mut ck, "x", 0).await;
-    check_clnt_appends(0, &v, num_ops);
-    // Heartbeats are ~100 ms apart; the course requires at least 3 ops per interval.
-    let time_per_op = Duration::from_millis(100) / 3;
-    assert!(
-        per_op <= time_per_op,
-        "operations completed too slowly {per_op:?}/op > {time_per_op:?}/op"
-    );
-    eprintln!("speed_3a: {per_op:?} per operation (simulated time)");
-    check_linearizable(&cfg.history(), "speed_3a", seed);
+    speed_test("speed_3a", seed, None).await;
 }
 
 #[test]

@@ -42,6 +42,14 @@ pub enum WalError {
     #[error("corrupt hard state file {}: {reason}", file.display())]
     CorruptHardState { file: PathBuf, reason: String },
 
+    /// A snapshot file is damaged or truncated.
+    #[error("corrupt snapshot file {}: {reason}", file.display())]
+    CorruptSnapshot { file: PathBuf, reason: String },
+
+    /// The caller broke a snapshot contract (too large, finished before complete).
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+
     /// The caller broke the `append` contract; nothing was written.
     #[error("invalid append at index {first_index} (last index {last_index}): {reason}")]
     InvalidAppend {

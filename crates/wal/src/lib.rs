@@ -3,9 +3,14 @@
 //!
 //! # Contract
 //!
-//! * Entries are opaque payloads with consecutive indices starting at 1. [`Wal::append`] may
-//!   start at any index up to `last_index + 1`; entries at or after that index are replaced
-//!   (a Raft follower truncating a conflicting suffix).
+//! * Entries are opaque payloads with consecutive indices. [`Wal::append`] may start at any
+//!   index up to `last_index + 1`; entries at or after that index are replaced (a Raft
+//!   follower truncating a conflicting suffix).
+//! * Log compaction: once the caller has a durable snapshot covering entries up to some
+//!   index, [`Wal::compact`] deletes the oldest segments whose records are all covered, and
+//!   [`Wal::restart_at`] starts the log afresh after an index at or beyond its end (a snapshot
+//!   received from a leader), deleting every earlier segment. The log then starts at an index
+//!   above 1; [`Recovered::first_index`] says where.
 //! * `append` only buffers and writes; nothing is durable until [`Wal::sync`] returns `Ok`.
 //!   Call `sync` once per batch (group commit): 1000 appends followed by one `sync` cost one
 //!   fsync of the segment (plus one of the directory if a segment was created).
@@ -15,6 +20,7 @@
 //!   must stop and recover by reopening. Never retry an fsync; after a failure the kernel may
 //!   have discarded the dirty pages and a retry can report success without the data.
 //! * One `Wal` per directory at a time; the directory is not locked.
+//! * [`snapshot`] keeps the snapshot files, in the same directory.
 //!
 //! # On-disk format
 //!
@@ -24,7 +30,7 @@
 //!   [bytes]`, replaced by writing `hard_state.tmp`, fsyncing it, renaming it over
 //!   `hard_state` and fsyncing the directory.
 //! * Segments `00000000000000000001.wal`, `00000000000000000002.wal`, ... (20-digit sequence
-//!   numbers, consecutive from 1). Each starts with a 20-byte header `[magic "RKVW"]
+//!   numbers, consecutive; from 1 until compaction deletes the oldest). Each starts with a 20-byte header `[magic "RKVW"]
 //!   [version: u32 LE = 1][seq: u64 LE][crc32c of those 16 bytes: u32 LE]` followed by records
 //!   `[len: u32 LE][crc32c(payload): u32 LE][payload]` with payload `[index: u64 LE][data]`.
 //!   A new segment is started before a record once the current one has reached
@@ -36,15 +42,20 @@
 //!
 //! Truncation is not a separate operation on disk: a record whose index is at or below the last
 //! index seen so far replaces that entry and everything after it during replay, so the later
-//! record wins.
+//! record wins (one below the first index held restarts the log there). The first record of a
+//! segment may also jump past the end of the log: [`Wal::restart_at`] starts a new segment
+//! for that, and the log restarts at the jump.
 //!
 //! # Recovery rules
 //!
 //! [`Wal::open`] replays every segment in order and refuses (rather than repairs) anything that
 //! could be lost committed data:
 //!
-//! * A gap in segment sequence numbers, a first segment other than 1, or a hard state without
-//!   any segment (open always creates segment 1 durably first) is [`WalError::MissingSegment`].
+//! * A gap in segment sequence numbers, or a hard state without any segment (open always
+//!   creates a segment durably first, and compaction never deletes the last one) is
+//!   [`WalError::MissingSegment`]. A first segment numbered above 1 is the result of
+//!   compaction; whether the log still reaches back far enough is the caller's to check
+//!   (against its snapshot) with [`Recovered::first_index`].
 //! * A bad segment header (short, bad magic or checksum, unknown version, sequence number not
 //!   matching the name) is [`WalError::Corrupt`] in any segment.
 //! * Only the last segment may end in a torn write, recognised as: a record header cut short
@@ -58,7 +69,7 @@
 //!   mismatch anywhere (including the final record, unless the zero-sector rule above applies),
 //!   a length above `max_record_bytes` (never allocated) or below the 8-byte index, any damage
 //!   in a segment that is not the last, an entry index of 0, or an index more than one past the
-//!   last replayed index.
+//!   last replayed index anywhere but at the start of a segment.
 //! * A damaged or truncated `hard_state` is [`WalError::CorruptHardState`]; a leftover
 //!   `hard_state.tmp` (a save interrupted before its rename) is removed.
 //!
@@ -71,12 +82,15 @@ mod fsutil;
 mod hard_state;
 mod record;
 mod segment;
+pub mod snapshot;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use error::WalError;
+pub use snapshot::{IncomingSnapshot, PreparedSnapshot, SnapshotMeta};
 
 use error::io_err;
 
@@ -103,20 +117,38 @@ impl Default for WalOptions {
 }
 
 /// What [`Wal::open`] found on disk.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
     /// The last saved hard state, `None` if none was ever saved.
     pub hard_state: Option<Vec<u8>>,
-    /// `(index, payload)` pairs with consecutive indices from 1 (or empty).
+    /// `(index, payload)` pairs with consecutive indices from `first_index` (or empty).
     pub entries: Vec<(u64, Vec<u8>)>,
+    /// The index of the first entry held (1 for a log never compacted; when `entries` is
+    /// empty, the index the next entry would have).
+    pub first_index: u64,
     /// Where the bytes of a torn final write were saved before being cut off, if there was one.
     pub truncated: Option<PathBuf>,
+}
+
+impl Default for Recovered {
+    /// An empty log: nothing saved, the first entry would be 1.
+    fn default() -> Self {
+        Recovered {
+            hard_state: None,
+            entries: Vec::new(),
+            first_index: 1,
+            truncated: None,
+        }
+    }
 }
 
 /// An open write-ahead log directory. See the crate documentation for the durability contract.
 pub struct Wal {
     dir: PathBuf,
     opts: WalOptions,
+    /// Every segment, oldest first, with the highest index among its records (0: none); the
+    /// last is the one being appended to.
+    segments: VecDeque<(u64, u64)>,
     /// Sequence number of the segment being appended to.
     seq: u64,
     file: File,
@@ -150,7 +182,8 @@ impl Wal {
                 seq: 1,
             });
         }
-        for (expected, &seq) in (1u64..).zip(&seqs) {
+        let first_seq = seqs.first().copied().unwrap_or(1);
+        for (expected, &seq) in (first_seq..).zip(&seqs) {
             if seq != expected {
                 return Err(WalError::MissingSegment {
                     dir: dir.to_path_buf(),
@@ -159,24 +192,33 @@ impl Wal {
             }
         }
 
-        let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut log = Replay::default();
+        let mut segments = VecDeque::new();
         let mut truncated = None;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = dir.join(segment::file_name(seq));
             let buf = std::fs::read(&path).map_err(io_err("read segment", &path))?;
             let is_last = i + 1 == seqs.len();
+            let mut max_index = 0;
+            let mut first_record = true;
             let torn = segment::scan(
                 &path,
                 seq,
                 &buf,
                 is_last,
                 opts.max_record_bytes,
-                |offset, index, data| replay(&mut entries, &path, offset, index, data),
+                |offset, index, data| {
+                    log.replay(&path, offset, index, data, first_record)?;
+                    first_record = false;
+                    max_index = max_index.max(index);
+                    Ok(())
+                },
             )?;
             if let Some(offset) = torn {
                 let tail = &buf[offset as usize..];
                 truncated = Some(segment::cut_torn_tail(dir, &path, seq, offset, tail)?);
             }
+            segments.push_back((seq, max_index));
         }
 
         let (seq, file, path, seg_len) = match seqs.last() {
@@ -188,26 +230,30 @@ impl Wal {
             None => {
                 let (file, path) = segment::create(dir, 1)?;
                 fsutil::sync_dir(dir)?;
+                segments.push_back((1, 0));
                 (1, file, path, segment::HEADER_LEN)
             }
         };
 
+        let last_index = log.last_index();
         let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
+            segments,
             seq,
             file,
             path,
             seg_len,
             buf: Vec::new(),
-            last_index: entries.len() as u64,
+            last_index,
             dirty: false,
             dir_dirty: false,
             poisoned: false,
         };
         let recovered = Recovered {
             hard_state,
-            entries,
+            first_index: log.first.max(1),
+            entries: log.entries,
             truncated,
         };
         Ok((wal, recovered))
@@ -274,9 +320,69 @@ impl Wal {
         self.poison_on_err(result)
     }
 
-    /// Index of the last entry, 0 when the log is empty.
+    /// Index of the last entry, 0 when the log is empty (the index before the first one after
+    /// [`Wal::restart_at`]).
     pub fn last_index(&self) -> u64 {
         self.last_index
+    }
+
+    /// Deletes, oldest first, every segment but the current one all of whose records have
+    /// indices at or below `through_index` (entries a durable snapshot covers), then fsyncs
+    /// the directory. Only a prefix of the segments is ever deleted, so a crash half-way
+    /// leaves a log that opens.
+    pub fn compact(&mut self, through_index: u64) -> Result<(), WalError> {
+        self.check_usable()?;
+        let result = self.compact_inner(through_index);
+        self.poison_on_err(result)
+    }
+
+    fn compact_inner(&mut self, through_index: u64) -> Result<(), WalError> {
+        let covered = |&(_, max_index): &(u64, u64)| max_index <= through_index;
+        if self.segments.len() < 2 || !self.segments.front().is_some_and(covered) {
+            return Ok(());
+        }
+        // What is buffered reaches the disk first, so that a crash never leaves fewer durable
+        // records than before the compaction.
+        self.sync_inner()?;
+        while self.segments.len() > 1 && self.segments.front().is_some_and(covered) {
+            let (seq, _) = self.segments.pop_front().expect("a segment");
+            let path = self.dir.join(segment::file_name(seq));
+            std::fs::remove_file(&path).map_err(io_err("remove segment", &path))?;
+            // One directory fsync per deletion: file systems need not persist removals in
+            // order, and a later one surviving an earlier one would leave a gap that open
+            // refuses as a missing segment.
+            fsutil::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the log afresh after `index`, which must be at or beyond its end: the next
+    /// append starts at `index + 1`. For a snapshot received from a leader that covers all the
+    /// log holds. Durably starts a new segment, then deletes every older one.
+    pub fn restart_at(&mut self, index: u64) -> Result<(), WalError> {
+        self.check_usable()?;
+        if index < self.last_index {
+            return Err(WalError::InvalidAppend {
+                first_index: index + 1,
+                last_index: self.last_index,
+                reason: "restarting the log inside it would drop entries".to_string(),
+            });
+        }
+        let result = self.restart_inner(index);
+        self.poison_on_err(result)
+    }
+
+    fn restart_inner(&mut self, index: u64) -> Result<(), WalError> {
+        if index == self.last_index && self.last_index > 0 {
+            // The next append continues the log as it is.
+            return self.compact_inner(index);
+        }
+        self.roll()?;
+        fsutil::sync_dir(&self.dir)?;
+        self.dir_dirty = false;
+        self.compact_inner(u64::MAX)?;
+        self.last_index = index;
+        Ok(())
     }
 
     fn append_records(&mut self, first_index: u64, payloads: &[&[u8]]) -> Result<(), WalError> {
@@ -291,6 +397,9 @@ impl Wal {
             self.seg_len += (self.buf.len() - before) as u64;
             self.dirty = true;
             self.last_index = index;
+            if let Some(current) = self.segments.back_mut() {
+                current.1 = current.1.max(index);
+            }
             if self.buf.len() >= WRITE_BUFFER_BYTES {
                 self.write_buf()?;
             }
@@ -308,6 +417,7 @@ impl Wal {
         self.path = path;
         self.seg_len = segment::HEADER_LEN;
         self.dir_dirty = true;
+        self.segments.push_back((seq, 0));
         Ok(())
     }
 
@@ -381,27 +491,52 @@ impl Drop for Wal {
     }
 }
 
-/// Applies one replayed record to the in-memory log.
-fn replay(
-    entries: &mut Vec<(u64, Vec<u8>)>,
-    path: &Path,
-    offset: u64,
-    index: u64,
-    data: &[u8],
-) -> Result<(), WalError> {
-    let last = entries.len() as u64;
-    if index == 0 || index > last + 1 {
-        return Err(WalError::Corrupt {
-            file: path.to_path_buf(),
-            offset,
-            reason: format!(
-                "record has index {index} but the log so far ends at {last}; indices must be \
-                 consecutive from 1"
-            ),
-        });
+/// The log as replayed so far.
+#[derive(Default)]
+struct Replay {
+    /// The index of `entries[0]` (or of the next entry, when empty); 0 before any record.
+    first: u64,
+    entries: Vec<(u64, Vec<u8>)>,
+}
+
+impl Replay {
+    fn last_index(&self) -> u64 {
+        if self.first == 0 {
+            0
+        } else {
+            self.first + self.entries.len() as u64 - 1
+        }
     }
-    // The later record wins: it replaces entry `index` and everything after it.
-    entries.truncate((index - 1) as usize);
-    entries.push((index, data.to_vec()));
-    Ok(())
+
+    /// Applies one record. The later record wins: it replaces entry `index` and everything
+    /// after it; below the first entry held, or past the end at the start of a segment (a
+    /// restart), the log starts afresh at `index`.
+    fn replay(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        index: u64,
+        data: &[u8],
+        segment_start: bool,
+    ) -> Result<(), WalError> {
+        let last = self.last_index();
+        if index == 0 || (index > last + 1 && !segment_start && self.first != 0) {
+            return Err(WalError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                reason: format!(
+                    "record has index {index} but the log so far ends at {last}; indices must \
+                     be consecutive within a segment"
+                ),
+            });
+        }
+        if self.first == 0 || index < self.first || index > last + 1 {
+            self.first = index;
+            self.entries.clear();
+        } else {
+            self.entries.truncate((index - self.first) as usize);
+        }
+        self.entries.push((index, data.to_vec()));
+        Ok(())
+    }
 }

@@ -85,6 +85,12 @@ impl Raft {
             .collect();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
+        if self.config.noop_on_election {
+            // Thesis §6.4: an entry of the new term, so that everything before it commits now
+            // rather than with the next client request. The first probes carry it.
+            self.log.append(self.term, Vec::new());
+            self.maybe_commit();
+        }
         // §5.2: announce leadership at once; the probes double as heartbeats.
         self.broadcast_heartbeat();
     }

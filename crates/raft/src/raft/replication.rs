@@ -1,10 +1,12 @@
 //! Log replication (§5.3): the follower's consistency check, the leader's bookkeeping of each
-//! follower's progress, commitment (§5.4.2), and heartbeats.
+//! follower's progress, commitment (§5.4.2), heartbeats, and sending a snapshot to a follower
+//! whose next entries were compacted away (§7).
 
 use super::{Raft, RaftFault, Role};
 use crate::message::MessageBody;
 use crate::progress::ProgressMode;
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::ready::SnapshotWrite;
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 impl Raft {
     /// §5.3: the consistency check, then merge, then advance the commit index.
@@ -29,6 +31,23 @@ impl Raft {
             conflict_term,
             conflict_index,
         };
+        if self.log.is_compacted(prev_log_index) {
+            // The check point is inside our snapshot, so committed here and, committed
+            // entries being in every later leader's log (§5.4), consistent with the sender's.
+            // What we hold is known to match up to our commit index; the leader goes on
+            // from there.
+            let committed = self.log.committed();
+            self.send(
+                from,
+                MessageBody::AppendEntriesResponse {
+                    success: true,
+                    index: committed,
+                    conflict_term: None,
+                    conflict_index: LogIndex(0),
+                },
+            );
+            return;
+        }
         match self.log.term_at(prev_log_index) {
             None => {
                 let hint = reject(None, self.log.last_index().next());
@@ -83,6 +102,17 @@ impl Raft {
             return;
         };
         pr.recent_active = true;
+        if let ProgressMode::Snapshot { meta, .. } = pr.mode {
+            // While a snapshot is on its way, only an answer showing that the follower's log
+            // already matches up to the snapshot changes anything: then it needs none.
+            if success && index >= meta.index {
+                pr.acknowledge(index);
+                pr.become_replicate();
+                self.maybe_commit();
+                self.send_append(from);
+            }
+            return;
+        }
         if success {
             let grew = pr.acknowledge(index);
             if matches!(pr.mode, ProgressMode::Probe { .. }) {
@@ -128,13 +158,25 @@ impl Raft {
         }
     }
 
-    /// Sends `to` whatever its progress allows: one probe, or as many streamed messages as
-    /// the in-flight window takes.
+    /// Sends `to` whatever its progress allows: one probe, as many streamed messages as the
+    /// in-flight window takes, or snapshot chunks if the entries it needs are compacted.
     pub(super) fn send_append(&mut self, to: NodeId) {
         loop {
             let pr = &self.progress[&to];
             let last = self.log.last_index();
+            let needs_snapshot = !matches!(pr.mode, ProgressMode::Snapshot { .. })
+                && self.log.is_compacted(pr.next_index.prev());
+            if needs_snapshot {
+                let snapshot = self.log.snapshot();
+                let pr = self.progress.get_mut(&to).expect("progress");
+                pr.become_snapshot(snapshot);
+            }
+            let pr = &self.progress[&to];
             match pr.mode {
+                ProgressMode::Snapshot { .. } => {
+                    self.send_snapshot_chunks(to);
+                    return;
+                }
                 ProgressMode::Probe { paused: true } => return,
                 ProgressMode::Probe { paused: false } => {
                     self.send_entries(to, pr.next_index, last);
@@ -149,11 +191,179 @@ impl Raft {
                     let sent_to = self.send_entries(to, pr.next_index, last);
                     let now = self.now;
                     let pr = self.progress.get_mut(&to).expect("progress");
-                    pr.inflight.push_back((sent_to, now));
+                    pr.inflight.push_back((sent_to.0, now));
                     pr.next_index = sent_to.next();
                 }
             }
         }
+    }
+
+    /// §7: sends the next chunks of our snapshot to `to`, as many as the in-flight window
+    /// takes. The driver fills in each chunk's bytes from storage when it sends it.
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk = self.config.max_snapshot_chunk.max(1);
+        loop {
+            let pr = &self.progress[&to];
+            let ProgressMode::Snapshot {
+                meta,
+                acked,
+                next_offset,
+                probing,
+            } = pr.mode
+            else {
+                return;
+            };
+            let window = if probing {
+                1
+            } else {
+                self.config.max_inflight_msgs
+            };
+            if next_offset >= meta.len || pr.inflight.len() >= window {
+                return;
+            }
+            let len = chunk.min(meta.len - next_offset);
+            let now = self.now;
+            let pr = self.progress.get_mut(&to).expect("progress");
+            pr.mode = ProgressMode::Snapshot {
+                meta,
+                acked,
+                next_offset: next_offset + len,
+                probing,
+            };
+            pr.inflight.push_back((next_offset + len, now));
+            self.send(
+                to,
+                MessageBody::InstallSnapshot {
+                    meta,
+                    offset: next_offset,
+                    len,
+                    data: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// The follower's answer to a snapshot chunk.
+    pub(super) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        received: u64,
+        accepted: bool,
+        done: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        let ProgressMode::Snapshot {
+            meta,
+            acked,
+            next_offset,
+            probing,
+        } = pr.mode
+        else {
+            return;
+        };
+        if meta.index != index {
+            // About a snapshot we no longer send.
+            return;
+        }
+        if done {
+            // Installed (or the follower already had everything it covers): its log matches
+            // ours up to the snapshot.
+            pr.acknowledge(meta.index);
+            pr.become_replicate();
+            self.maybe_commit();
+            self.send_append(from);
+            return;
+        }
+        if accepted {
+            // Stream on from what the follower holds.
+            let acked = acked.max(received);
+            while pr.inflight.front().is_some_and(|&(end, _)| end <= acked) {
+                pr.inflight.pop_front();
+            }
+            pr.mode = ProgressMode::Snapshot {
+                meta,
+                acked,
+                next_offset: next_offset.max(acked),
+                probing: false,
+            };
+        } else if !(probing && received == acked) {
+            // A chunk was refused: one before it was lost, or the follower lost what it had
+            // received (a restart). Go back to what it holds now, one chunk at a time until
+            // it accepts one. Refusals of the other chunks that were in flight report the
+            // same offset and change nothing more.
+            pr.inflight.clear();
+            pr.mode = ProgressMode::Snapshot {
+                meta,
+                acked: received,
+                next_offset: received,
+                probing: true,
+            };
+        }
+        self.send_snapshot_chunks(from);
+    }
+
+    /// §7, InstallSnapshot receiver: accept the chunks of the leader's snapshot in order,
+    /// acknowledging what is durable (the acknowledgement leaves with the `Ready` that
+    /// persists the chunk); once complete, install it. A snapshot that covers nothing newer
+    /// than what we have committed is answered as installed and otherwise ignored.
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
+        // Same term: the sender is this term's leader.
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader_id = Some(from);
+        self.reset_election_timer();
+        let respond = |raft: &mut Raft, received: u64, accepted: bool, done: bool| {
+            raft.send(
+                from,
+                MessageBody::InstallSnapshotResponse {
+                    index: meta.index,
+                    received,
+                    accepted,
+                    done,
+                },
+            );
+        };
+        if meta.index <= self.log.committed() {
+            respond(self, meta.len, true, true);
+            return;
+        }
+        let received = match self.incoming_snapshot {
+            Some((m, term, received)) if m == meta && term == self.term => received,
+            _ => 0,
+        };
+        let end = offset.checked_add(data.len() as u64);
+        if offset != received || end.is_none_or(|end| end > meta.len) {
+            // Stale, duplicate, past a gap, or malformed: nothing changes.
+            respond(self, received, false, false);
+            return;
+        }
+        let received = offset + data.len() as u64;
+        self.snapshot_writes
+            .push(SnapshotWrite::Chunk { meta, offset, data });
+        if received < meta.len {
+            self.incoming_snapshot = Some((meta, self.term, received));
+            respond(self, received, true, false);
+            return;
+        }
+        self.incoming_snapshot = None;
+        self.log.install_snapshot(meta);
+        self.snapshot_writes.push(SnapshotWrite::Install(meta));
+        self.pending_install = Some(meta);
+        respond(self, meta.len, true, true);
     }
 
     /// Sends one AppendEntries with entries from `from` (up to `to` and the byte limit);
@@ -165,7 +375,10 @@ impl Raft {
         to: LogIndex,
     ) -> LogIndex {
         let prev_log_index = from.prev();
-        let prev_log_term = self.log.term_at(prev_log_index).expect("prev within log");
+        let prev_log_term = self
+            .log
+            .term_at(prev_log_index)
+            .expect("prev within the log");
         let entries = self.log.slice(from, to, self.config.max_msg_bytes);
         let last = LogIndex(prev_log_index.0 + entries.len() as u64);
         let leader_commit = self.log.committed();
@@ -188,38 +401,64 @@ impl Raft {
         let stall_ticks = 2 * self.config.heartbeat_ticks;
         for to in self.others() {
             let now = self.now;
+            let snapshot = self.log.snapshot();
             let pr = self.progress.get_mut(&to).expect("progress");
+            let stalled = pr
+                .inflight
+                .front()
+                .is_some_and(|&(_, sent)| now.saturating_sub(sent) >= stall_ticks);
             match pr.mode {
                 ProgressMode::Probe { .. } => {
                     pr.mode = ProgressMode::Probe { paused: false };
                     self.send_append(to);
                 }
+                ProgressMode::Replicate if stalled => {
+                    let next = pr.match_index.next();
+                    pr.become_probe(next);
+                    self.send_append(to);
+                }
                 ProgressMode::Replicate => {
-                    let stalled = pr
-                        .inflight
-                        .front()
-                        .is_some_and(|&(_, sent)| now.saturating_sub(sent) >= stall_ticks);
-                    if stalled {
-                        let next = pr.match_index.next();
-                        pr.become_probe(next);
-                        self.send_append(to);
-                    } else {
-                        // prev = match_index: known to be consistent, so never rejected.
-                        let prev_log_index = pr.match_index;
-                        let prev_log_term = self.log.term_at(prev_log_index).expect("match in log");
-                        let leader_commit = self.log.committed();
-                        self.send(
-                            to,
-                            MessageBody::AppendEntries {
-                                prev_log_index,
-                                prev_log_term,
-                                entries: Vec::new(),
-                                leader_commit,
-                            },
-                        );
+                    // prev = match_index: known to be consistent, so never rejected. If we have
+                    // compacted past it, check at our snapshot instead: a refusal sends the
+                    // follower the snapshot.
+                    let prev_log_index = pr.match_index.max(snapshot.index);
+                    self.send_heartbeat(to, prev_log_index);
+                }
+                ProgressMode::Snapshot { meta, acked, .. } => {
+                    if stalled || meta != snapshot {
+                        // Resume from what the follower holds, one chunk at a time until it
+                        // answers; start over if our snapshot changed meanwhile (the old one
+                        // is gone from storage).
+                        let acked = if meta == snapshot { acked } else { 0 };
+                        pr.mode = ProgressMode::Snapshot {
+                            meta: snapshot,
+                            acked,
+                            next_offset: acked,
+                            probing: true,
+                        };
+                        pr.inflight.clear();
+                        self.send_snapshot_chunks(to);
                     }
+                    // Keeps the follower from an election, and ends the transfer early if its
+                    // log turns out to match up to the snapshot.
+                    self.send_heartbeat(to, snapshot.index);
                 }
             }
         }
+    }
+
+    /// An AppendEntries without entries, checked at `prev_log_index` (whose term we know).
+    fn send_heartbeat(&mut self, to: NodeId, prev_log_index: LogIndex) {
+        let prev_log_term = self.log.term_at(prev_log_index).expect("known term");
+        let leader_commit = self.log.committed();
+        self.send(
+            to,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries: Vec::new(),
+                leader_commit,
+            },
+        );
     }
 }

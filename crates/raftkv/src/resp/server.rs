@@ -45,6 +45,11 @@ where
         Ok(After::Continue) => {}
         Err(e) => tracing::debug!("RESP connection failed: {e}"),
     }
+    // Release the connection's session through the log, so the table need not wait for
+    // eviction to forget it. Best effort: if it fails, eviction does it later.
+    if let Err(e) = clerk.close().await {
+        tracing::debug!("could not close the session of a RESP connection: {e}");
+    }
 }
 
 /// Returns `Continue` when the client has closed its side, `Close` when the server ends the

@@ -16,6 +16,8 @@ pub struct Cluster {
     pub rpc: Vec<SocketAddr>,
     pub resp: Vec<SocketAddr>,
     procs: Vec<Option<Child>>,
+    /// Extra flags for every server.
+    args: Vec<String>,
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it for the server).
@@ -26,11 +28,17 @@ fn free_port() -> SocketAddr {
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// A cluster whose servers all get the extra flags `args`.
+    pub fn start_with(n: usize, args: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             rpc: (0..n).map(|_| free_port()).collect(),
             resp: (0..n).map(|_| free_port()).collect(),
             procs: (0..n).map(|_| None).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -69,6 +77,7 @@ impl Cluster {
         .arg("--data-dir")
         .arg(self.data_dir(i))
         .args(["--resp", &self.resp[i].to_string()])
+        .args(&self.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

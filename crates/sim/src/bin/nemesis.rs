@@ -13,7 +13,7 @@ use sim::mutants::{self, Mutant};
 use sim::nemesis::{self, Outcome};
 use sim::seed::{fresh_seed, run_one_catching};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,16 +81,24 @@ fn main() -> ExitCode {
             std::thread::spawn(move || worker(total, mutant, &next, &summary))
         })
         .collect();
+    // A live line on a terminal; in a log, a line per tenth of the run.
+    let live = std::io::stderr().is_terminal();
+    let mut reported = 0;
     while workers.iter().any(|w| !w.is_finished()) {
-        progress(&summary, total, started);
         std::thread::sleep(Duration::from_millis(500));
+        let done = lock(&summary).runs.len() as u64;
+        if live || done * 10 / total.max(1) > reported {
+            reported = done * 10 / total.max(1);
+            progress(&summary, total, started, live);
+        }
     }
     for w in workers {
         w.join().expect("worker");
     }
-    progress(&summary, total, started);
-    eprintln!();
-    let summary = summary.lock().unwrap_or_else(|e| e.into_inner());
+    if live {
+        eprintln!();
+    }
+    let summary = lock(&summary);
     report(&summary, started.elapsed(), jobs, mutant);
     if summary.runs.iter().any(|r| r.result.is_err()) {
         ExitCode::FAILURE
@@ -111,16 +119,16 @@ fn worker(total: u64, mutant: Option<Mutant>, next: &AtomicU64, summary: &Mutex<
             took: t0.elapsed(),
             result,
         };
-        summary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .runs
-            .push(run);
+        lock(summary).runs.push(run);
     }
 }
 
-fn progress(summary: &Mutex<Summary>, total: u64, started: Instant) {
-    let summary = summary.lock().unwrap_or_else(|e| e.into_inner());
+fn lock(summary: &Mutex<Summary>) -> std::sync::MutexGuard<'_, Summary> {
+    summary.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn progress(summary: &Mutex<Summary>, total: u64, started: Instant, live: bool) {
+    let summary = lock(summary);
     let done = summary.runs.len() as u64;
     let violations = summary.runs.iter().filter(|r| r.result.is_err()).count();
     let elapsed = started.elapsed().as_secs_f64();
@@ -129,10 +137,15 @@ fn progress(summary: &Mutex<Summary>, total: u64, started: Instant) {
     } else {
         0.0
     };
-    eprint!(
-        "\r{done}/{total} seeds, {violations} violation(s), {elapsed:.0} s elapsed, ~{eta:.0} s to go   "
+    let line = format!(
+        "{done}/{total} seeds, {violations} violation(s), {elapsed:.0} s elapsed, ~{eta:.0} s to go"
     );
-    let _ = std::io::stderr().flush();
+    if live {
+        eprint!("\r{line}   ");
+        let _ = std::io::stderr().flush();
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 fn replay_command(seed: u64, mutant: Option<Mutant>) -> String {
