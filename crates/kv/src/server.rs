@@ -51,15 +51,37 @@ impl Default for KvConfig {
 }
 
 /// When the apply loop snapshots the state (§7). A snapshot is taken after applying an entry
-/// once the log (what Raft keeps in memory and storage beyond the last snapshot) passes either
-/// limit, and only when the previous snapshot has been taken up by Raft, so that at most one is
-/// in flight. With neither limit set the log is never compacted.
+/// once the log (what Raft keeps in memory and storage beyond the last snapshot) passes
+/// either limit, if it has also grown to `min_log_percent` of the last snapshot's size, and
+/// only once Raft has taken up the previous snapshot, so that at most one is in flight. With
+/// neither limit set the log is never compacted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// The log's size in bytes (the course's `maxraftstate`).
     pub max_log_bytes: Option<usize>,
     /// The number of entries in the log.
     pub max_log_entries: Option<usize>,
+    /// Wait until the log's bytes reach this percentage of the last snapshot's size. Each
+    /// snapshot writes the whole state, so without it a large state would be rewritten every
+    /// few thousand small writes; with it, snapshots write at most 100 / `min_log_percent`
+    /// bytes per byte of log.
+    pub min_log_percent: Option<u64>,
+    /// Encode the snapshot on a thread of its own, so that the apply loop only pays for an
+    /// O(1) copy of the state. The simulator, which must stay on one thread, encodes inline.
+    pub encode_in_background: bool,
+}
+
+impl SnapshotPolicy {
+    /// Whether a log of `bytes` and `entries` after a snapshot of `snapshot_len` bytes calls
+    /// for a new snapshot.
+    pub fn due(&self, bytes: usize, entries: usize, snapshot_len: u64) -> bool {
+        let over = self.max_log_bytes.is_some_and(|max| bytes >= max)
+            || self.max_log_entries.is_some_and(|max| entries >= max);
+        let worth = self
+            .min_log_percent
+            .is_none_or(|percent| bytes as u64 * 100 >= snapshot_len.saturating_mul(percent));
+        over && worth
+    }
 }
 
 /// Ways to break the server on purpose, so tests can show that they catch the bug.
@@ -299,8 +321,9 @@ fn restore_snapshot(shared: &Shared, index: u64, data: &[u8]) {
     lock(&shared.waiters).retain(|&i, _| i > index);
 }
 
-/// Snapshots the state at `index` if the log has grown past the policy's limits and Raft has
-/// taken the previous snapshot.
+/// Snapshots the state at `index` if the policy says so and Raft has taken the previous
+/// snapshot. The apply loop only copies the state (O(1)); encoding happens on a thread of its
+/// own when the policy asks for it.
 fn maybe_snapshot(shared: &Shared, raft: &Handle, index: u64, requested: &mut u64) {
     let policy = shared.config.snapshots;
     if policy.max_log_bytes.is_none() && policy.max_log_entries.is_none() {
@@ -308,15 +331,64 @@ fn maybe_snapshot(shared: &Shared, raft: &Handle, index: u64, requested: &mut u6
     }
     let (bytes, entries, compacted) = raft.inspect(|r| {
         let log = r.log();
-        (log.bytes(), log.len(), log.snapshot().index.0)
+        (log.bytes(), log.len(), log.snapshot())
     });
-    let over = policy.max_log_bytes.is_some_and(|max| bytes >= max)
-        || policy.max_log_entries.is_some_and(|max| entries >= max);
-    if !over || compacted < *requested {
+    if compacted.index.0 < *requested || !policy.due(bytes, entries, compacted.len) {
         return;
     }
-    let data = lock(&shared.state).snapshot();
-    if raft.snapshot(LogIndex(index), data) {
-        *requested = index;
+    let image = lock(&shared.state).image();
+    // Raft refuses it only if it already holds a snapshot at least as new, so the next one
+    // can be taken once the log has grown again past that.
+    *requested = index;
+    if !policy.encode_in_background {
+        raft.snapshot(LogIndex(index), image.encode());
+        return;
+    }
+    let raft = raft.clone();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let data = image.encode();
+        drop(image);
+        tracing::debug!(
+            "snapshot at index {index}: {} bytes encoded in {:?}",
+            data.len(),
+            started.elapsed()
+        );
+        raft.snapshot(LogIndex(index), data);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPolicy;
+
+    #[test]
+    fn a_snapshot_is_due_past_a_limit_once_the_log_is_worth_it() {
+        let entries = SnapshotPolicy {
+            max_log_entries: Some(100),
+            ..SnapshotPolicy::default()
+        };
+        assert!(!entries.due(1 << 20, 99, 0));
+        assert!(entries.due(10, 100, 1 << 30));
+
+        let bytes = SnapshotPolicy {
+            max_log_bytes: Some(1000),
+            ..SnapshotPolicy::default()
+        };
+        assert!(!bytes.due(999, 1 << 20, 0));
+        assert!(bytes.due(1000, 1, 0));
+
+        // Past the entry limit, but a 10 MB state is rewritten only once the log holds 5 MB.
+        let worth = SnapshotPolicy {
+            min_log_percent: Some(50),
+            ..entries
+        };
+        assert!(!worth.due(4_999_999, 100, 10_000_000));
+        assert!(worth.due(5_000_000, 100, 10_000_000));
+        assert!(!worth.due(5_000_000, 99, 10_000_000));
+        // No snapshot yet: the first is due at the limit.
+        assert!(worth.due(1, 100, 0));
+
+        assert!(!SnapshotPolicy::default().due(usize::MAX, usize::MAX, 0));
     }
 }

@@ -20,10 +20,14 @@
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
+/// The first byte of every snapshot: the version of the encoding that follows.
+const SNAPSHOT_FORMAT: u8 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
@@ -35,16 +39,57 @@ struct Session {
     last_used: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What every replica holds identically, and what a snapshot is made of.
+///
+/// Both maps are persistent (copy-on-write) hash maps, and keys and values sit behind `Arc`s,
+/// so a copy of the whole state costs O(1): a snapshot copies it on the apply loop and encodes
+/// the copy elsewhere while writes go on, each write then copying only the few map nodes on
+/// its path (pointers, not data).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Replicated {
+    data: imbl::HashMap<Arc<str>, Arc<String>>,
+    sessions: imbl::HashMap<u64, Session>,
+}
+
+/// The replicated state as of one log index, copied in O(1) (see [`KvStateMachine::image`]),
+/// to be encoded as a snapshot without holding up the apply loop.
+pub struct StateImage(Replicated);
+
+impl StateImage {
+    /// The snapshot bytes: a format version, then the state in postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        // Sized first (a pass that allocates nothing), so that the buffer is allocated once
+        // at its final size: growing it by doubling would briefly hold up to three times the
+        // state's size.
+        let size = postcard::serialize_with_flavor::<_, _, usize>(
+            &self.0,
+            postcard::ser_flavors::Size::default(),
+        )
+        .expect("the state always serializes");
+        let mut out = Vec::with_capacity(1 + size);
+        out.push(SNAPSHOT_FORMAT);
+        postcard::to_extend(&self.0, out).expect("the state always serializes")
+    }
+}
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot format version {0} is not supported (this build reads {SNAPSHOT_FORMAT})")]
+    Version(u8),
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("cannot decode the snapshot: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+#[derive(Debug, Default)]
 pub struct KvStateMachine {
-    data: HashMap<String, String>,
-    sessions: HashMap<u64, Session>,
-    /// (last_used, client) of every session: the first is the least recently used.
-    #[serde(skip)]
+    state: Replicated,
+    /// (last_used, client) of every session: the first is the least recently used. Derived
+    /// from the sessions, so not in snapshots.
     lru: BTreeSet<(u64, u64)>,
-    #[serde(skip)]
     limits: Limits,
-    #[serde(skip)]
     max_sessions: usize,
 }
 
@@ -65,14 +110,14 @@ impl KvStateMachine {
                 return Ok(String::new());
             }
             OpKind::CloseSession => {
-                if let Some(s) = self.sessions.remove(&op.client_id) {
+                if let Some(s) = self.state.sessions.remove(&op.client_id) {
                     self.lru.remove(&(s.last_used, op.client_id));
                 }
                 return Ok(String::new());
             }
             _ => {}
         }
-        let Some(session) = self.sessions.get(&op.client_id) else {
+        let Some(session) = self.state.sessions.get(&op.client_id) else {
             return Err(KvError::SessionExpired);
         };
         let (last_seq, last_write, last_used) = (
@@ -96,7 +141,7 @@ impl KvStateMachine {
             OpKind::Get { .. } => None,
             _ => Some(reply.clone().map(drop)),
         };
-        self.sessions.insert(
+        self.state.sessions.insert(
             op.client_id,
             Session {
                 last_seq: op.seq,
@@ -108,16 +153,16 @@ impl KvStateMachine {
     }
 
     fn open_session(&mut self, index: u64, client_id: u64, first_seq: u64) {
-        if self.sessions.contains_key(&client_id) {
+        if self.state.sessions.contains_key(&client_id) {
             return;
         }
-        while self.sessions.len() >= self.max_sessions {
+        while self.state.sessions.len() >= self.max_sessions {
             let Some((_, oldest)) = self.lru.pop_first() else {
                 break;
             };
-            self.sessions.remove(&oldest);
+            self.state.sessions.remove(&oldest);
         }
-        self.sessions.insert(
+        self.state.sessions.insert(
             client_id,
             Session {
                 last_seq: first_seq.saturating_sub(1),
@@ -129,18 +174,23 @@ impl KvStateMachine {
     }
 
     fn read(&self, key: &str) -> String {
-        self.data.get(key).cloned().unwrap_or_default()
+        self.state
+            .data
+            .get(key)
+            .map_or_else(String::new, |v| v.as_str().to_owned())
     }
 
     fn execute(&mut self, kind: &OpKind) -> KvReply {
         match kind {
             OpKind::Get { key } => Ok(self.read(key)),
             OpKind::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
+                self.state
+                    .data
+                    .insert(Arc::from(key.as_str()), Arc::new(value.clone()));
                 Ok(String::new())
             }
             OpKind::Append { key, value } => {
-                let current = self.data.get(key).map_or(0, String::len);
+                let current = self.state.data.get(key.as_str()).map_or(0, |v| v.len());
                 let len = current + value.len();
                 if len > self.limits.max_value_bytes {
                     return Err(KvError::ValueTooLarge {
@@ -148,7 +198,15 @@ impl KvStateMachine {
                         max: self.limits.max_value_bytes,
                     });
                 }
-                self.data.entry(key.clone()).or_default().push_str(value);
+                match self.state.data.get_mut(key.as_str()) {
+                    // In place unless a snapshot still shares the value.
+                    Some(v) => Arc::make_mut(v).push_str(value),
+                    None => {
+                        self.state
+                            .data
+                            .insert(Arc::from(key.as_str()), Arc::new(value.clone()));
+                    }
+                }
                 Ok(String::new())
             }
             OpKind::OpenSession | OpKind::CloseSession => unreachable!("handled by apply"),
@@ -159,7 +217,7 @@ impl KvStateMachine {
     /// this.
     #[doc(hidden)]
     pub fn apply_without_dedup(&mut self, index: u64, op: &Op) -> KvReply {
-        if let Some(s) = self.sessions.get_mut(&op.client_id) {
+        if let Some(s) = self.state.sessions.get_mut(&op.client_id) {
             s.last_seq = s.last_seq.min(op.seq.saturating_sub(1));
         }
         self.apply(index, op)
@@ -169,23 +227,35 @@ impl KvStateMachine {
     /// only the `Fault::SessionUpdatedOnPropose` mutant does this.
     #[doc(hidden)]
     pub fn record_session(&mut self, client_id: u64, seq: u64) {
-        if let Some(s) = self.sessions.get_mut(&client_id) {
+        if let Some(s) = self.state.sessions.get_mut(&client_id) {
             s.last_seq = s.last_seq.max(seq);
             s.last_write = Some(Ok(()));
         }
     }
 
-    /// The whole state as snapshot bytes.
-    pub fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("the state always serializes")
+    /// A copy of the replicated state, in O(1) whatever its size, to encode as a snapshot.
+    pub fn image(&self) -> StateImage {
+        StateImage(self.state.clone())
     }
 
-    /// Replaces the state with a snapshot's (keeping this replica's limits).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
-        let restored: KvStateMachine = postcard::from_bytes(bytes)?;
-        self.data = restored.data;
-        self.sessions = restored.sessions;
+    /// The whole state as snapshot bytes (`image().encode()`).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.image().encode()
+    }
+
+    /// Replaces the state with a snapshot's (keeping this replica's limits). The old state is
+    /// dropped first, so that memory holds the snapshot's bytes and one state, not two; after
+    /// an error the state is empty (the caller cannot go on from it anyway).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
+        let (&version, encoded) = bytes.split_first().ok_or(RestoreError::Empty)?;
+        if version != SNAPSHOT_FORMAT {
+            return Err(RestoreError::Version(version));
+        }
+        self.state = Replicated::default();
+        self.lru.clear();
+        self.state = postcard::from_bytes(encoded)?;
         self.lru = self
+            .state
             .sessions
             .iter()
             .map(|(&client, s)| (s.last_used, client))
@@ -196,20 +266,20 @@ impl KvStateMachine {
     /// Reads a key directly, for tests and diagnostics only: serving reads from here would
     /// bypass the log.
     pub fn peek(&self, key: &str) -> Option<&str> {
-        self.data.get(key).map(String::as_str)
+        self.state.data.get(key).map(|v| v.as_str())
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.state.data.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.state.data.is_empty()
     }
 
     /// Open sessions.
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.state.sessions.len()
     }
 
     /// A digest of the map and the session table, to compare replicas.
@@ -220,15 +290,15 @@ impl KvStateMachine {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
         };
-        let mut keys: Vec<&String> = self.data.keys().collect();
-        keys.sort();
-        for k in keys {
+        let mut entries: Vec<(&Arc<str>, &Arc<String>)> = self.state.data.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in entries {
             mix(k.as_bytes());
             mix(&[0]);
-            mix(self.data[k].as_bytes());
+            mix(v.as_bytes());
             mix(&[0]);
         }
-        let mut clients: Vec<(&u64, &Session)> = self.sessions.iter().collect();
+        let mut clients: Vec<(&u64, &Session)> = self.state.sessions.iter().collect();
         clients.sort_by_key(|(c, _)| **c);
         for (client, s) in clients {
             mix(&client.to_le_bytes());
@@ -429,5 +499,48 @@ mod tests {
             size <= 50,
             "snapshot of one key and one session is {size} bytes"
         );
+    }
+
+    /// A snapshot is the state as of the moment its image was taken, whatever is applied while
+    /// it is encoded; the live state goes on unaffected.
+    #[test]
+    fn an_image_is_the_state_when_taken_and_writes_go_on() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        let image = sm.image();
+        let before = sm.digest();
+        assert_eq!(sm.apply(i + 1, &op(1, 2, append("k", "b"))), Ok("".into()));
+        let put = OpKind::Put {
+            key: "other".into(),
+            value: "v".into(),
+        };
+        assert_eq!(sm.apply(i + 2, &op(1, 3, put)), Ok("".into()));
+        let mut copy = KvStateMachine::new(Limits::default(), 10);
+        copy.restore(&image.encode()).expect("restore");
+        assert_eq!(copy.digest(), before);
+        assert_eq!(copy.peek("k"), Some("a"));
+        assert_eq!(copy.peek("other"), None);
+        assert_eq!(sm.peek("k"), Some("ab"));
+    }
+
+    /// A snapshot names its format; one this build cannot read, or a damaged one, is refused
+    /// with an error rather than misread.
+    #[test]
+    fn a_snapshot_of_another_format_or_damaged_is_refused() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        let mut bytes = sm.snapshot();
+        let mut copy = KvStateMachine::new(Limits::default(), 10);
+        bytes[0] = 9;
+        assert!(matches!(
+            copy.restore(&bytes),
+            Err(RestoreError::Version(9))
+        ));
+        assert!(matches!(copy.restore(&[]), Err(RestoreError::Empty)));
+        bytes[0] = SNAPSHOT_FORMAT;
+        bytes.truncate(bytes.len() - 1);
+        assert!(matches!(copy.restore(&bytes), Err(RestoreError::Decode(_))));
     }
 }

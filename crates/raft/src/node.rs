@@ -187,15 +187,20 @@ impl Handle {
         self.shared.killed.load(Ordering::SeqCst)
     }
 
-    /// §7: the service's state after applying every entry up to `index` (which it has applied)
-    /// is `data`. The driver saves it; once it is durable, the log entries it covers are
-    /// dropped, here and in storage. Returns false, ignoring it, if there is nothing it could
-    /// replace (it is no newer than the log's snapshot, not yet applied, or empty).
+    /// §7: the service's state after applying every entry up to `index` (one it was handed on
+    /// the apply channel) is `data`. The driver saves it; once it is durable, the log entries
+    /// it covers are dropped, here and in storage. Returns false, ignoring it, if it could
+    /// replace nothing (the log's snapshot is at least as new) or breaks the contract (it is
+    /// empty, or its index is not committed).
     pub fn snapshot(&self, index: LogIndex, data: Vec<u8>) -> bool {
         let meta = {
             let core = self.shared.core();
             let log = core.log();
-            let newer = index > log.snapshot().index && index <= log.applied();
+            // `committed`, not `applied`: the core counts an entry as applied only once the
+            // driver has handed out the whole `Ready` holding it, which can be just after the
+            // service applied it. The driver takes the snapshot to storage no earlier than
+            // that (`take_snapshots`).
+            let newer = index > log.snapshot().index && index <= log.committed();
             match log.term_at(index) {
                 Some(term) if newer && !data.is_empty() => SnapshotMeta {
                     index,
@@ -325,7 +330,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     /// Takes the service's latest snapshot to storage, and compacts the log once storage has
     /// one durable.
     fn take_snapshots(&mut self) {
-        if let Some((meta, data)) = lock(&self.shared.snapshot).take() {
+        let applied = self.shared.core().log().applied();
+        let taken = {
+            let mut pending = lock(&self.shared.snapshot);
+            match &*pending {
+                Some((meta, _)) if meta.index <= applied => pending.take(),
+                _ => None,
+            }
+        };
+        if let Some((meta, data)) = taken {
             self.storage.save_snapshot(meta, data);
         }
         if let Some(meta) = self.storage.snapshot_saved() {

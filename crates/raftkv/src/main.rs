@@ -87,10 +87,16 @@ struct ServerArgs {
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
     /// Snapshot the state, and drop the log it covers, once the log holds this many entries
-    /// beyond the last snapshot. Memory, disk and restart time grow with it; each snapshot
-    /// writes the whole state.
+    /// beyond the last snapshot (and --snapshot-log-percent holds). The log is kept in memory
+    /// and on disk, and replayed on restart, so memory, disk and restart time grow with it;
+    /// each snapshot writes the whole state.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_entries: u64,
+    /// ... but only once the log's bytes have also reached this percentage of the last
+    /// snapshot's size, so that a large state is not rewritten every few thousand small
+    /// writes: snapshots then write at most 100/N bytes per byte of log. 0 turns it off.
+    #[arg(long, default_value_t = 50)]
+    snapshot_log_percent: u64,
     /// Most client sessions remembered (each RESP connection and CLI call is one); beyond it
     /// the least recently used is forgotten, and its retried request is refused rather than
     /// applied twice.
@@ -228,6 +234,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             max_value_bytes: args.max_value_bytes,
         },
         snapshot_entries: args.snapshot_entries as usize,
+        snapshot_log_percent: args.snapshot_log_percent,
         max_sessions: args.max_sessions as usize,
         segment_bytes: args.wal_segment_bytes,
     };

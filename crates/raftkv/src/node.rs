@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Snapshot once the log holds this many entries beyond the last snapshot.
     pub snapshot_entries: usize,
+    /// ... and once the log's bytes reach this percentage of the last snapshot's size.
+    pub snapshot_log_percent: u64,
     /// Most client sessions kept (the least recently used is evicted beyond).
     pub max_sessions: usize,
     /// Size of a log segment on disk.
@@ -87,6 +89,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         snapshots: SnapshotPolicy {
             max_log_bytes: None,
             max_log_entries: Some(opts.snapshot_entries),
+            min_log_percent: Some(opts.snapshot_log_percent),
+            encode_in_background: true,
         },
         ..KvConfig::default()
     };

@@ -91,11 +91,11 @@ impl Plan {
             0 => SnapshotPolicy::default(),
             1..=3 => SnapshotPolicy {
                 max_log_bytes: Some(rng.gen_range(300..5000)),
-                max_log_entries: None,
+                ..SnapshotPolicy::default()
             },
             _ => SnapshotPolicy {
-                max_log_bytes: None,
                 max_log_entries: Some(rng.gen_range(5..200)),
+                ..SnapshotPolicy::default()
             },
         };
         let kv = KvConfig {

@@ -22,7 +22,7 @@ pub fn cluster(
         kv: KvConfig {
             snapshots: SnapshotPolicy {
                 max_log_bytes: maxraftstate,
-                max_log_entries: None,
+                ..SnapshotPolicy::default()
             },
             ..KvConfig::default()
         },

@@ -12,6 +12,8 @@ use crate::ready::Ready;
 use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod snapshot;
+
 /// The default timing: a 10 ms tick, elections after 30–60 ticks, heartbeats every 10.
 const ELECTION: u64 = 30;
 const HEARTBEAT: u64 = 10;
