@@ -10,7 +10,7 @@
 //! the log like any write, so a deposed leader can never answer from stale state.
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind};
-use crate::state_machine::{KvStateMachine, DEFAULT_MAX_SESSIONS};
+use crate::state_machine::{KvStateMachine, StateImage, DEFAULT_MAX_SESSIONS};
 use raft::{ApplyMsg, Handle, LogIndex};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,9 +66,6 @@ pub struct SnapshotPolicy {
     /// few thousand small writes; with it, snapshots write at most 100 / `min_log_percent`
     /// bytes per byte of log.
     pub min_log_percent: Option<u64>,
-    /// Encode the snapshot on a thread of its own, so that the apply loop only pays for an
-    /// O(1) copy of the state. The simulator, which must stay on one thread, encodes inline.
-    pub encode_in_background: bool,
 }
 
 impl SnapshotPolicy {
@@ -112,7 +109,8 @@ struct Shared {
     /// Handlers waiting for the entry at an index. Bounded by `config.max_waiting`.
     waiters: Mutex<BTreeMap<u64, Waiter>>,
     state: Mutex<KvStateMachine>,
-    /// The last index the apply loop applied.
+    /// The last index the apply loop applied. Changed only under the `state` lock (taken
+    /// first), so that the two are read consistently together.
     applied: Mutex<u64>,
 }
 
@@ -153,9 +151,18 @@ impl KvServer {
         *lock(&self.shared.applied)
     }
 
-    /// A digest of the replica's key/value map, to check that replicas converge.
+    /// A digest of the replica's key/value map, to check that replicas converge. O(size),
+    /// under the state lock: for the simulator; see [`KvServer::image`] otherwise.
     pub fn state_digest(&self) -> u64 {
         lock(&self.shared.state).digest()
+    }
+
+    /// The state and the index it was applied through, copied in O(1): for work on the whole
+    /// state (a digest, say) that must not hold up the apply loop.
+    pub fn image(&self) -> (u64, StateImage) {
+        let state = lock(&self.shared.state);
+        let applied = *lock(&self.shared.applied);
+        (applied, state.image())
     }
 
     /// The `Get` RPC handler.
@@ -266,31 +273,30 @@ async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>, ra
             }
             ApplyMsg::Entry { index, command, .. } => (index.0, command),
         };
+        // An empty command is a leader's no-op; an undecodable one is skipped by every
+        // replica alike, so they stay identical. Either way its index counts as applied.
+        let op = if command.is_empty() {
+            None
+        } else {
+            Op::decode(&command)
+                .inspect_err(|e| tracing::error!(index, "skipping an undecodable log entry: {e}"))
+                .ok()
+        };
+        let mut state = lock(&shared.state);
         {
             let mut applied = lock(&shared.applied);
             assert_eq!(index, *applied + 1, "entries must be applied in order");
             *applied = index;
         }
-        if command.is_empty() {
-            // A leader's no-op.
+        let Some(op) = op else {
             continue;
-        }
-        let op = match Op::decode(&command) {
-            Ok(op) => op,
-            Err(e) => {
-                // Every replica skips the same entry, so they stay identical.
-                tracing::error!(index, "skipping an undecodable log entry: {e}");
-                continue;
-            }
         };
-        let reply = {
-            let mut state = lock(&shared.state);
-            if shared.config.fault == Fault::NoDuplicateDetection {
-                state.apply_without_dedup(index, &op)
-            } else {
-                state.apply(index, &op)
-            }
+        let reply = if shared.config.fault == Fault::NoDuplicateDetection {
+            state.apply_without_dedup(index, &op)
+        } else {
+            state.apply(index, &op)
         };
+        drop(state);
         let waiter = lock(&shared.waiters).remove(&index);
         if let Some(w) = waiter {
             if w.client_id == op.client_id && w.seq == op.seq {
@@ -305,25 +311,27 @@ async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>, ra
 
 /// Replaces the state with a snapshot's (at startup, or one received from the leader).
 fn restore_snapshot(shared: &Shared, index: u64, data: &[u8]) {
+    let mut state = lock(&shared.state);
     let mut applied = lock(&shared.applied);
     assert!(
         index > *applied || index == 0,
         "a snapshot behind the applied state"
     );
-    if let Err(e) = lock(&shared.state).restore(data) {
+    if let Err(e) = state.restore(data) {
         // Raft only hands out snapshots this service wrote; one it cannot read means the
         // replica cannot know its state.
         panic!("cannot read the snapshot at index {index}: {e}");
     }
     *applied = index;
+    drop((applied, state));
     // Waiters at or below the snapshot cannot be answered from it: their entries were
     // applied elsewhere, so their clients retry and get the remembered reply.
     lock(&shared.waiters).retain(|&i, _| i > index);
 }
 
 /// Snapshots the state at `index` if the policy says so and Raft has taken the previous
-/// snapshot. The apply loop only copies the state (O(1)); encoding happens on a thread of its
-/// own when the policy asks for it.
+/// snapshot. The apply loop only copies the state (O(1)); storage encodes the copy as it
+/// writes it (in production on a thread of its own, straight into the snapshot file).
 fn maybe_snapshot(shared: &Shared, raft: &Handle, index: u64, requested: &mut u64) {
     let policy = shared.config.snapshots;
     if policy.max_log_bytes.is_none() && policy.max_log_entries.is_none() {
@@ -336,26 +344,16 @@ fn maybe_snapshot(shared: &Shared, raft: &Handle, index: u64, requested: &mut u6
     if compacted.index.0 < *requested || !policy.due(bytes, entries, compacted.len) {
         return;
     }
+    let started = Instant::now();
     let image = lock(&shared.state).image();
+    tracing::debug!(
+        "snapshot at index {index}: the apply loop paused {:?} to copy the state",
+        started.elapsed()
+    );
     // Raft refuses it only if it already holds a snapshot at least as new, so the next one
     // can be taken once the log has grown again past that.
     *requested = index;
-    if !policy.encode_in_background {
-        raft.snapshot(LogIndex(index), image.encode());
-        return;
-    }
-    let raft = raft.clone();
-    std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        let data = image.encode();
-        drop(image);
-        tracing::debug!(
-            "snapshot at index {index}: {} bytes encoded in {:?}",
-            data.len(),
-            started.elapsed()
-        );
-        raft.snapshot(LogIndex(index), data);
-    });
+    raft.snapshot(LogIndex(index), image);
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@
 //! may simply read again (it is still within the client's call, so that is linearizable).
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind};
+use raft::SnapshotData;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::io::{self, Write};
 use std::sync::Arc;
 
 /// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots.
@@ -51,24 +53,51 @@ struct Replicated {
     sessions: imbl::HashMap<u64, Session>,
 }
 
-/// The replicated state as of one log index, copied in O(1) (see [`KvStateMachine::image`]),
-/// to be encoded as a snapshot without holding up the apply loop.
+/// The replicated state as of one log index, copied in O(1) (see [`KvStateMachine::image`]).
+/// It is the snapshot's data: storage has it write itself out where it does not hold up the
+/// apply loop, straight into the snapshot file, never whole in memory.
 pub struct StateImage(Replicated);
 
 impl StateImage {
-    /// The snapshot bytes: a format version, then the state in postcard.
-    pub fn encode(&self) -> Vec<u8> {
-        // Sized first (a pass that allocates nothing), so that the buffer is allocated once
-        // at its final size: growing it by doubling would briefly hold up to three times the
-        // state's size.
-        let size = postcard::serialize_with_flavor::<_, _, usize>(
-            &self.0,
-            postcard::ser_flavors::Size::default(),
-        )
-        .expect("the state always serializes");
-        let mut out = Vec::with_capacity(1 + size);
-        out.push(SNAPSHOT_FORMAT);
-        postcard::to_extend(&self.0, out).expect("the state always serializes")
+    /// The snapshot bytes, in memory (for tests and small states).
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        Box::new(self)
+            .write_to(&mut out)
+            .expect("writing to memory");
+        out
+    }
+}
+
+impl SnapshotData for StateImage {
+    /// A format version, then the state in postcard.
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&[SNAPSHOT_FORMAT])?;
+        // postcard reports a failed write without its cause; keep the cause.
+        let mut writer = KeepError { out, error: None };
+        match postcard::to_io(&self.0, &mut writer) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(writer.error.unwrap_or_else(|| io::Error::other(e))),
+        }
+    }
+}
+
+/// A writer that remembers the first error of the writer it wraps.
+struct KeepError<'a> {
+    out: &'a mut dyn Write,
+    error: Option<io::Error>,
+}
+
+impl Write for KeepError<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf).inspect_err(|e| {
+            self.error
+                .get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -282,31 +311,53 @@ impl KvStateMachine {
         self.state.sessions.len()
     }
 
-    /// A digest of the map and the session table, to compare replicas.
+    /// A digest of the map and the session table, to compare replicas (O(size): for tests
+    /// and diagnostics; see [`StateImage::digest`] to compute one off the apply loop).
     pub fn digest(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut mix = |bytes: &[u8]| {
-            for &b in bytes {
-                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-            }
-        };
-        let mut entries: Vec<(&Arc<str>, &Arc<String>)> = self.state.data.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (k, v) in entries {
-            mix(k.as_bytes());
-            mix(&[0]);
-            mix(v.as_bytes());
-            mix(&[0]);
-        }
-        let mut clients: Vec<(&u64, &Session)> = self.state.sessions.iter().collect();
-        clients.sort_by_key(|(c, _)| **c);
-        for (client, s) in clients {
-            mix(&client.to_le_bytes());
-            mix(&s.last_seq.to_le_bytes());
-            mix(&s.last_used.to_le_bytes());
-        }
-        h
+        self.state.digest()
     }
+}
+
+impl Replicated {
+    /// The sum of a hash per key and per session: independent of iteration order, so no
+    /// sorting, and equal for equal states whatever their history.
+    fn digest(&self) -> u64 {
+        let data = self.data.iter().fold(0u64, |d, (k, v)| {
+            d.wrapping_add(mix(fnv(k.as_bytes()), fnv(v.as_bytes())))
+        });
+        let sessions = self.sessions.iter().fold(0u64, |d, (client, s)| {
+            let write = match &s.last_write {
+                None => 0,
+                Some(Ok(())) => 1,
+                Some(Err(e)) => fnv(e.to_string().as_bytes()),
+            };
+            d.wrapping_add(mix(*client, mix(s.last_seq, mix(s.last_used, write))))
+        });
+        mix(data, sessions)
+    }
+}
+
+impl StateImage {
+    /// The digest of the state this image holds ([`KvStateMachine::digest`]).
+    pub fn digest(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+/// FNV-1a: fixed across builds and platforms, unlike the standard library's hasher.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Combines two hashes (splitmix64's finalizer), so that a sum of combined hashes does not
+/// cancel out the way a sum of raw ones could.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

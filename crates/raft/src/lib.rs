@@ -26,4 +26,4 @@ pub use node::{
 };
 pub use raft::{Config, NotLeader, Raft, RaftFault, Role};
 pub use ready::{Ready, SnapshotWrite};
-pub use types::{ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotMeta, Term};
+pub use types::{ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Term};

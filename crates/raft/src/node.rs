@@ -10,7 +10,7 @@ use crate::message::Message;
 use crate::message::MessageBody;
 use crate::raft::{Config, NotLeader, Raft, RaftFault};
 use crate::ready::{Ready, SnapshotWrite};
-use crate::types::{ApplyMsg, Entry, HardState, LogIndex, SnapshotMeta, Term};
+use crate::types::{ApplyMsg, Entry, HardState, LogIndex, SnapshotData, SnapshotMeta, Term};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,13 +48,15 @@ pub trait Storage: Send + 'static {
     /// at an index >= `entries[0].index`. Returns only once both survive a crash.
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]);
 
-    /// Stores a snapshot the service took. It may return before the snapshot is durable;
-    /// [`Storage::snapshot_saved`] reports when it is. Once durable, the stored log entries it
-    /// covers may be discarded. A snapshot no newer than the current one is ignored.
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>);
+    /// Stores a snapshot the service took of its state through `index` (of term `term`),
+    /// letting `data` write itself out (so that it need not be encoded into memory first). It
+    /// may return before the snapshot is durable; [`Storage::snapshot_saved`] reports when it
+    /// is. Once durable, the stored log entries it covers may be discarded. A snapshot no
+    /// newer than the current one is ignored.
+    fn save_snapshot(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>);
 
-    /// The newest snapshot whose save completed since the last call, if any. The driver then
-    /// drops the entries it covers from memory.
+    /// The newest snapshot whose save completed since the last call, if any, with its length.
+    /// The driver then drops the entries it covers from memory.
     fn snapshot_saved(&mut self) -> Option<SnapshotMeta>;
 
     /// Durably stores a chunk of a snapshot being received from the leader. Chunks come in
@@ -142,9 +144,12 @@ struct Shared {
     /// Wakes the driver after a proposal, a snapshot or a kill. Capacity 1: one pending
     /// wake-up is enough.
     wake: mpsc::Sender<()>,
-    /// The service's latest snapshot, waiting for the driver to take it to storage.
-    snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
+    /// The service's latest snapshot (index, term, data), waiting for the driver to take it
+    /// to storage.
+    snapshot: Mutex<Option<PendingSnapshot>>,
 }
+
+type PendingSnapshot = (LogIndex, Term, Box<dyn SnapshotData>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -188,12 +193,12 @@ impl Handle {
     }
 
     /// §7: the service's state after applying every entry up to `index` (one it was handed on
-    /// the apply channel) is `data`. The driver saves it; once it is durable, the log entries
-    /// it covers are dropped, here and in storage. Returns false, ignoring it, if it could
-    /// replace nothing (the log's snapshot is at least as new) or breaks the contract (it is
-    /// empty, or its index is not committed).
-    pub fn snapshot(&self, index: LogIndex, data: Vec<u8>) -> bool {
-        let meta = {
+    /// the apply channel) is `data`. The driver has storage write it out; once it is durable,
+    /// the log entries it covers are dropped, here and in storage. Returns false, ignoring
+    /// it, if it could replace nothing (the log's snapshot is at least as new) or its index is
+    /// not committed (a broken contract).
+    pub fn snapshot(&self, index: LogIndex, data: impl SnapshotData) -> bool {
+        let term = {
             let core = self.shared.core();
             let log = core.log();
             // `committed`, not `applied`: the core counts an entry as applied only once the
@@ -202,15 +207,11 @@ impl Handle {
             // that (`take_snapshots`).
             let newer = index > log.snapshot().index && index <= log.committed();
             match log.term_at(index) {
-                Some(term) if newer && !data.is_empty() => SnapshotMeta {
-                    index,
-                    term,
-                    len: data.len() as u64,
-                },
+                Some(term) if newer => term,
                 _ => return false,
             }
         };
-        *lock(&self.shared.snapshot) = Some((meta, data));
+        *lock(&self.shared.snapshot) = Some((index, term, Box::new(data)));
         let _ = self.shared.wake.try_send(());
         true
     }
@@ -334,12 +335,12 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         let taken = {
             let mut pending = lock(&self.shared.snapshot);
             match &*pending {
-                Some((meta, _)) if meta.index <= applied => pending.take(),
+                Some((index, _, _)) if *index <= applied => pending.take(),
                 _ => None,
             }
         };
-        if let Some((meta, data)) = taken {
-            self.storage.save_snapshot(meta, data);
+        if let Some((index, term, data)) = taken {
+            self.storage.save_snapshot(index, term, data);
         }
         if let Some(meta) = self.storage.snapshot_saved() {
             self.shared.core().compact(meta);

@@ -33,7 +33,7 @@ pub struct Progress {
     pub mode: ProgressMode,
     /// Unacknowledged messages, oldest first, each with the tick it was sent at: in Replicate
     /// mode the last index an AppendEntries carries, in Snapshot mode the end offset of a
-    /// chunk. Bounded by `Config::max_inflight_msgs`.
+    /// chunk. Bounded by `Config::max_inflight_msgs` (`max_inflight_chunks` for chunks).
     pub inflight: VecDeque<(u64, u64)>,
     /// Whether the follower answered anything since the last quorum check.
     pub recent_active: bool,

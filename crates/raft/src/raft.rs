@@ -45,6 +45,9 @@ pub struct Config {
     pub noop_on_election: bool,
     /// Largest chunk of a snapshot in one InstallSnapshot message (§7).
     pub max_snapshot_chunk: u64,
+    /// At most this many unacknowledged snapshot chunks per follower: enough to keep a LAN
+    /// busy while the follower fsyncs each, without queueing a large snapshot in memory.
+    pub max_inflight_chunks: usize,
     /// Seeds the election-timeout generator.
     pub seed: u64,
     /// A deliberate bug for the tests that must catch it; `RaftFault::None` otherwise.
@@ -91,6 +94,7 @@ impl Config {
             check_quorum: true,
             noop_on_election: true,
             max_snapshot_chunk: 1 << 20,
+            max_inflight_chunks: 4,
             seed,
             fault: RaftFault::None,
         }
@@ -207,6 +211,10 @@ impl Raft {
 
     pub fn id(&self) -> NodeId {
         self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn term(&self) -> Term {

@@ -66,6 +66,21 @@ pub struct SnapshotMeta {
     pub len: u64,
 }
 
+/// A snapshot the service took, handed to storage as something that writes itself out, so
+/// that a large state is never encoded into memory just to be copied to a file.
+pub trait SnapshotData: Send + 'static {
+    /// Writes the snapshot's bytes to `out`. At least one byte: a zero-length snapshot could
+    /// not be sent to a follower.
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+}
+
+/// Bytes already in memory (tests, small states).
+impl SnapshotData for Vec<u8> {
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self)
+    }
+}
+
 /// The state that must survive a crash besides the log (Figure 2, "persistent state").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {

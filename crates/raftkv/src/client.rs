@@ -119,10 +119,10 @@ impl TcpClient {
             .map_err(|_| RpcError(format!("connection to {addr} lost")))
     }
 
-    /// Asks server `server` for its status.
-    pub async fn status(&self, server: usize) -> Result<NodeStatus, RpcError> {
+    /// Asks server `server` for its status, with a digest of its whole state if `digest`.
+    pub async fn status(&self, server: usize, digest: bool) -> Result<NodeStatus, RpcError> {
         match self
-            .round_trip(server, |id| ClientFrame::Status { id })
+            .round_trip(server, |id| ClientFrame::Status { id, digest })
             .await?
         {
             ServerFrame::Status { status, .. } => Ok(status),

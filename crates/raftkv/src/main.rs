@@ -58,6 +58,10 @@ enum Command {
     },
     /// Show each node's role, term and log position.
     Status {
+        /// Also show a digest of each node's state (equal at equal applied indexes when the
+        /// replicas agree). Reads each node's whole state, on a thread of its own.
+        #[arg(long)]
+        digest: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -218,7 +222,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("OK");
             Ok(())
         }
-        Command::Status { client } => status(&client).await,
+        Command::Status { digest, client } => status(&client, digest).await,
     }
 }
 
@@ -313,18 +317,22 @@ fn explain(args: &ClientArgs) -> impl Fn(ClerkError) -> anyhow::Error + '_ {
     }
 }
 
-async fn status(args: &ClientArgs) -> anyhow::Result<()> {
+async fn status(args: &ClientArgs, digest: bool) -> anyhow::Result<()> {
     let client = TcpClient::new(endpoints(args)?);
+    // A digest reads the whole state: give it longer.
+    let patience = Duration::from_secs(if digest { 30 } else { 2 });
     for (i, addr) in client.addrs().iter().enumerate() {
-        match tokio::time::timeout(Duration::from_secs(2), client.status(i)).await {
+        match tokio::time::timeout(patience, client.status(i, digest)).await {
             Ok(Ok(s)) => println!(
-                "{addr}: node {} {} term {} commit {} applied {} last {}",
+                "{addr}: node {} {} term {} commit {} applied {} last {}{}",
                 s.id,
                 if s.is_leader { "leader  " } else { "follower" },
                 s.term,
                 s.commit_index,
                 s.applied_index,
-                s.last_index
+                s.last_index,
+                s.state_digest
+                    .map_or(String::new(), |d| format!(" digest {d:016x}"))
             ),
             Ok(Err(e)) => println!("{addr}: unreachable ({e})"),
             Err(_) => println!("{addr}: no answer"),

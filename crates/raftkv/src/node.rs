@@ -90,7 +90,6 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
             max_log_bytes: None,
             max_log_entries: Some(opts.snapshot_entries),
             min_log_percent: Some(opts.snapshot_log_percent),
-            encode_in_background: true,
         },
         ..KvConfig::default()
     };
@@ -223,8 +222,12 @@ async fn serve_client(
                     drop(permit);
                 });
             }
-            ClientFrame::Status { id } => {
-                let status = status(&kv);
+            ClientFrame::Status { id, digest } => {
+                let status = if digest {
+                    status_with_digest(&kv).await
+                } else {
+                    status(&kv)
+                };
                 let _ = tx.send(ServerFrame::Status { id, status }).await;
             }
         }
@@ -232,6 +235,24 @@ async fn serve_client(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// One digest at a time per process: each reads the whole state.
+static DIGESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The status with a digest of the state. The digest is computed from an O(1) copy of the
+/// state on a blocking thread, so that neither the apply loop nor Raft waits for it.
+async fn status_with_digest(kv: &KvServer) -> NodeStatus {
+    let _permit = DIGESTS.acquire().await.expect("never closed");
+    let (applied, image) = kv.image();
+    let digest = tokio::task::spawn_blocking(move || image.digest())
+        .await
+        .ok();
+    NodeStatus {
+        applied_index: applied,
+        state_digest: digest,
+        ..status(kv)
+    }
 }
 
 pub fn status(kv: &KvServer) -> NodeStatus {
@@ -253,6 +274,6 @@ pub fn status(kv: &KvServer) -> NodeStatus {
         commit_index,
         last_index,
         applied_index: kv.applied_index(),
-        state_digest: kv.state_digest(),
+        state_digest: None,
     }
 }

@@ -30,7 +30,7 @@
 //! A failed write or fsync stops the process (exit code [`EXIT_STORAGE_FAILURE`]): after such
 //! a failure we cannot know what is durable, and acknowledging anything more could lose it.
 
-use raft::{Entry, HardState, InitialState, LogIndex, SnapshotMeta, Storage, Term};
+use raft::{Entry, HardState, InitialState, LogIndex, SnapshotData, SnapshotMeta, Storage, Term};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -72,12 +72,9 @@ pub struct WalStorage {
     snapshot: Option<SnapshotMeta>,
     startup_data: Option<Vec<u8>>,
     /// A local snapshot being written on a background thread.
-    writing: Option<(
-        SnapshotMeta,
-        mpsc::Receiver<Result<PreparedSnapshot, WalError>>,
-    )>,
+    writing: Option<(LogIndex, mpsc::Receiver<Result<PreparedSnapshot, WalError>>)>,
     /// The newest local snapshot waiting for the one being written.
-    queued: Option<(SnapshotMeta, Vec<u8>)>,
+    queued: Option<(LogIndex, Term, Box<dyn SnapshotData>)>,
     saved: Option<SnapshotMeta>,
     incoming: Option<(SnapshotMeta, IncomingSnapshot)>,
 }
@@ -121,12 +118,17 @@ impl WalStorage {
         dir: &Path,
         segment_bytes: u64,
     ) -> Result<(WalStorage, Option<PathBuf>), OpenError> {
+        let loaded = snapshot::load_snapshot(dir, MAX_SNAPSHOT_BYTES)?;
+        let snapshot = loaded.as_ref().map(|(meta, _)| from_wal(*meta));
+        // The entries the snapshot covers are not kept, only its last one (whose term says
+        // whether the log after it continues it).
+        let keep_from = snapshot.map_or(0, |s| s.index.0);
         let options = WalOptions {
             segment_bytes,
+            keep_payloads_from: keep_from,
             ..WalOptions::default()
         };
         let (wal, recovered) = Wal::open(dir, options)?;
-        let loaded = snapshot::load_snapshot(dir, MAX_SNAPSHOT_BYTES)?;
         let bad = |reason: String| OpenError::Decode {
             dir: dir.display().to_string(),
             reason,
@@ -137,8 +139,8 @@ impl WalStorage {
             }
             None => HardState::default(),
         };
-        let mut entries = Vec::with_capacity(recovered.entries.len());
-        for (index, payload) in &recovered.entries {
+        let mut entries = Vec::new();
+        for (index, payload) in recovered.entries.iter().filter(|(i, _)| *i >= keep_from) {
             let stored: StoredEntry =
                 postcard::from_bytes(payload).map_err(|e| bad(format!("entry {index}: {e}")))?;
             entries.push(Entry {
@@ -147,7 +149,7 @@ impl WalStorage {
                 command: stored.command,
             });
         }
-        let snapshot = loaded.as_ref().map(|(meta, _)| from_wal(*meta));
+        drop(recovered.entries);
         let entries = log_after(snapshot, recovered.first_index, entries).map_err(|reason| {
             OpenError::MissingLog {
                 dir: dir.display().to_string(),
@@ -200,23 +202,43 @@ impl WalStorage {
         Ok(())
     }
 
-    /// Starts writing `data` on a background thread.
-    fn start_writing(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+    /// Starts writing `data` on a background thread: it encodes itself straight into the file.
+    fn start_writing(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
         let (tx, rx) = mpsc::channel();
         let dir = self.dir.clone();
         std::thread::spawn(move || {
-            let result = snapshot::write_snapshot_tmp(&dir, meta.index.0, meta.term.0, &data);
-            drop(data);
+            let started = std::time::Instant::now();
+            let result = snapshot::write_snapshot_tmp_with(
+                &dir,
+                index.0,
+                term.0,
+                MAX_SNAPSHOT_BYTES,
+                |out| data.write_to(out),
+            );
+            if let Ok(prepared) = &result {
+                tracing::info!(
+                    "snapshot at index {index}: {} bytes written in {:?}",
+                    prepared.meta().len,
+                    started.elapsed()
+                );
+            }
             let _ = tx.send(result);
         });
-        self.writing = Some((meta, rx));
+        self.writing = Some((index, rx));
     }
 
     /// Makes `meta` the current snapshot's and drops the log segments it covers.
     fn became_current(&mut self, meta: SnapshotMeta) -> Result<(), WalError> {
         self.snapshot = Some(meta);
         self.startup_data = None;
-        self.wal.compact(meta.index.0)
+        self.wal.compact(meta.index.0)?;
+        tracing::info!(
+            "snapshot at index {} (term {}, {} bytes) is durable; the log before it is compacted",
+            meta.index,
+            meta.term,
+            meta.len
+        );
+        Ok(())
     }
 
     fn current_index(&self) -> LogIndex {
@@ -229,7 +251,7 @@ impl WalStorage {
 fn log_after(
     snapshot: Option<SnapshotMeta>,
     first_index: u64,
-    entries: Vec<Entry>,
+    mut entries: Vec<Entry>,
 ) -> Result<Vec<Entry>, String> {
     let Some(snap) = snapshot else {
         if first_index != 1 && !entries.is_empty() {
@@ -240,6 +262,8 @@ fn log_after(
         return Ok(entries);
     };
     let s = snap.index.0;
+    let covered = entries.iter().take_while(|e| e.index.0 < s).count();
+    entries.drain(..covered);
     match entries.first() {
         None => Ok(entries),
         Some(first) if first.index.0 > s + 1 => Err(format!(
@@ -247,14 +271,13 @@ fn log_after(
             first.index
         )),
         Some(first) if first.index.0 == s + 1 => Ok(entries),
-        Some(first) => {
-            let at = (s - first.index.0) as usize;
-            match entries.get(at) {
-                Some(e) if e.term == snap.term => Ok(entries.into_iter().skip(at + 1).collect()),
-                // Entries only up to the snapshot, or a suffix that does not continue it.
-                _ => Ok(Vec::new()),
-            }
+        // It holds the snapshot's last entry: what follows continues the snapshot if that
+        // entry has the snapshot's term; otherwise nothing after it is known to.
+        Some(first) if first.term == snap.term => {
+            entries.remove(0);
+            Ok(entries)
         }
+        Some(_) => Ok(Vec::new()),
     }
 }
 
@@ -271,26 +294,30 @@ impl Storage for WalStorage {
         }
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
-        if meta.index <= self.current_index() {
+    fn save_snapshot(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
+        if index <= self.current_index() {
             return;
         }
         if self.writing.is_some() {
-            self.queued = Some((meta, data));
+            self.queued = Some((index, term, data));
         } else {
-            self.start_writing(meta, data);
+            self.start_writing(index, term, data);
         }
     }
 
     fn snapshot_saved(&mut self) -> Option<SnapshotMeta> {
-        if let Some((meta, rx)) = &self.writing {
-            let meta = *meta;
+        if let Some((_, rx)) = &self.writing {
             match rx.try_recv() {
                 Err(mpsc::TryRecvError::Empty) => {}
                 Err(mpsc::TryRecvError::Disconnected) => fatal("the snapshot writer stopped"),
                 Ok(Err(e)) => fatal(e),
                 Ok(Ok(prepared)) => {
                     self.writing = None;
+                    let meta = from_wal(prepared.meta());
+                    if meta.len == 0 {
+                        // It could never be sent to a follower.
+                        fatal("the service wrote an empty snapshot");
+                    }
                     // A newer snapshot from the leader may have been installed meanwhile.
                     if meta.index > self.current_index() {
                         let committed = prepared.commit().and_then(|_| self.became_current(meta));
@@ -299,9 +326,9 @@ impl Storage for WalStorage {
                         }
                         self.saved = Some(meta);
                     }
-                    if let Some((meta, data)) = self.queued.take() {
-                        if meta.index > self.current_index() {
-                            self.start_writing(meta, data);
+                    if let Some((index, term, data)) = self.queued.take() {
+                        if index > self.current_index() {
+                            self.start_writing(index, term, data);
                         }
                     }
                 }

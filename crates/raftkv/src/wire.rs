@@ -30,8 +30,15 @@ pub enum Hello {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ClientFrame {
-    Request { id: u64, op: Op },
-    Status { id: u64 },
+    Request {
+        id: u64,
+        op: Op,
+    },
+    /// `digest`: also compute a digest of the whole state (O(size), off the node's hot path).
+    Status {
+        id: u64,
+        digest: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,8 +65,9 @@ pub struct NodeStatus {
     pub commit_index: u64,
     pub last_index: u64,
     pub applied_index: u64,
-    /// A digest of the node's key/value map; replicas at one applied index must agree.
-    pub state_digest: u64,
+    /// If asked for, a digest of the node's state as of `applied_index`: replicas at one
+    /// applied index must agree.
+    pub state_digest: Option<u64>,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Bytes {

@@ -17,7 +17,10 @@
 use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::stats::Stats;
-use raft::{CrashHook, CrashPoint, Entry, HardState, InitialState, NodeId, SnapshotMeta, Storage};
+use raft::{
+    CrashHook, CrashPoint, Entry, HardState, InitialState, LogIndex, NodeId, SnapshotData,
+    SnapshotMeta, Storage, Term,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -189,9 +192,9 @@ impl Storage for SimStorage {
     // Snapshot writes are atomic here (a real node writes a temporary file and renames it),
     // and a half-received snapshot is lost in a crash anyway; a dead node writes nothing.
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+    fn save_snapshot(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
         if !self.fuse.is_dead() {
-            self.persister.save_snapshot(meta, data);
+            self.persister.save_snapshot(index, term, data);
         }
     }
 

@@ -4,7 +4,7 @@
 //! successor's state. Raft state and snapshot are saved together: a snapshot replaces the log
 //! entries it covers in one step.
 
-use raft::{Entry, HardState, InitialState, LogIndex, SnapshotMeta, Storage};
+use raft::{Entry, HardState, InitialState, LogIndex, SnapshotData, SnapshotMeta, Storage, Term};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Clone, Default)]
@@ -139,11 +139,20 @@ impl Storage for MemPersister {
         }
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+    fn save_snapshot(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
         let mut st = self.state();
-        if meta.index <= st.snapshot_index() {
+        if index <= st.snapshot_index() {
             return;
         }
+        let mut bytes = Vec::new();
+        data.write_to(&mut bytes).expect("writing to memory");
+        assert!(!bytes.is_empty(), "the service wrote an empty snapshot");
+        let meta = SnapshotMeta {
+            index,
+            term,
+            len: bytes.len() as u64,
+        };
+        let data = bytes;
         st.start_log_after(meta);
         st.snapshot = Some((meta, data));
         st.saved = Some(meta);

@@ -105,6 +105,10 @@ pub struct WalOptions {
     /// Largest accepted record payload (8-byte index plus entry data). A larger length found on
     /// disk is corruption, never an allocation; a larger entry is rejected by `append`.
     pub max_record_bytes: u32,
+    /// Recovery keeps the payloads of entries from this index on only: the ones before it are
+    /// replayed (their positions still decide the log's shape) but come back empty, so that
+    /// recovery does not hold in memory what a snapshot already covers.
+    pub keep_payloads_from: u64,
 }
 
 impl Default for WalOptions {
@@ -112,6 +116,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
+            keep_payloads_from: 0,
         }
     }
 }
@@ -121,7 +126,8 @@ impl Default for WalOptions {
 pub struct Recovered {
     /// The last saved hard state, `None` if none was ever saved.
     pub hard_state: Option<Vec<u8>>,
-    /// `(index, payload)` pairs with consecutive indices from `first_index` (or empty).
+    /// `(index, payload)` pairs with consecutive indices from `first_index` (or empty). The
+    /// payloads of indices below [`WalOptions::keep_payloads_from`] are empty.
     pub entries: Vec<(u64, Vec<u8>)>,
     /// The index of the first entry held (1 for a log never compacted; when `entries` is
     /// empty, the index the next entry would have).
@@ -208,6 +214,11 @@ impl Wal {
                 is_last,
                 opts.max_record_bytes,
                 |offset, index, data| {
+                    let data = if index < opts.keep_payloads_from {
+                        &[][..]
+                    } else {
+                        data
+                    };
                     log.replay(&path, offset, index, data, first_record)?;
                     first_record = false;
                     max_index = max_index.max(index);

@@ -15,11 +15,12 @@
 //! and `snapshot.incoming` (one being received) never become current by themselves; they are
 //! removed when the directory is loaded.
 //!
-//! Memory: only [`save_snapshot`]/[`write_snapshot_tmp`] (their input) and [`load_snapshot`]
-//! (its output) hold a whole snapshot; chunk reads and writes hold one chunk.
+//! Memory: [`write_snapshot_tmp_with`] streams the data to the file through a 1 MiB buffer,
+//! so a snapshot being written is never held whole by this module; [`load_snapshot`] returns
+//! it whole; chunk reads and writes hold one chunk.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, WalError};
@@ -138,27 +139,81 @@ pub fn write_snapshot_tmp(
     term: u64,
     data: &[u8],
 ) -> Result<PreparedSnapshot, WalError> {
-    let meta = SnapshotMeta {
-        index,
-        term,
-        len: data.len() as u64,
-    };
+    write_snapshot_tmp_with(dir, index, term, u64::MAX, |out| out.write_all(data))
+}
+
+/// Like [`write_snapshot_tmp`], with data that `write` produces as it goes (a state being
+/// encoded, say), so that it is never held whole in memory. More than `max_len` bytes of it
+/// fail the write.
+pub fn write_snapshot_tmp_with(
+    dir: &Path,
+    index: u64,
+    term: u64,
+    max_len: u64,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<PreparedSnapshot, WalError> {
     let path = dir.join(TMP);
     remove_if_present(&path)?;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(io_err("create", &path))?;
-    file.write_all(&header_with_crc(&meta))
-        .and_then(|()| file.write_all(data))
-        .and_then(|()| file.write_all(&crc32c::crc32c(data).to_le_bytes()))
+    // The header holds the length, known only at the end: it is written last, over a
+    // placeholder. Until the rename the file is not current, so it need not be valid meanwhile.
+    let mut out = DataWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        len: 0,
+        crc: 0,
+        max_len,
+    };
+    out.inner
+        .write_all(&[0; HEADER_LEN as usize])
+        .and_then(|()| write(&mut out))
+        .map_err(io_err("write", &path))?;
+    let DataWriter {
+        inner, len, crc, ..
+    } = out;
+    let mut file = inner
+        .into_inner()
+        .map_err(|e| io_err("write", &path)(e.into_error()))?;
+    let meta = SnapshotMeta { index, term, len };
+    file.write_all(&crc.to_le_bytes())
+        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+        .and_then(|()| file.write_all(&header_with_crc(&meta)))
         .map_err(io_err("write", &path))?;
     file.sync_all().map_err(io_err("fsync", &path))?;
     Ok(PreparedSnapshot {
         dir: dir.to_path_buf(),
         meta,
     })
+}
+
+/// Counts and checksums the data as it passes to the file.
+struct DataWriter {
+    inner: BufWriter<File>,
+    len: u64,
+    crc: u32,
+    max_len: u64,
+}
+
+impl Write for DataWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.len.saturating_add(buf.len() as u64) > self.max_len {
+            return Err(std::io::Error::other(format!(
+                "snapshot exceeds the maximum of {} bytes",
+                self.max_len
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Writes a snapshot and makes it current; durable when it returns `Ok`.

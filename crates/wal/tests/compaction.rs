@@ -189,3 +189,25 @@ fn an_index_jump_inside_a_segment_is_corrupt() {
         Err(WalError::Corrupt { .. })
     ));
 }
+
+/// Recovery can leave out the payloads a snapshot covers: they come back empty, while the
+/// log keeps its shape (positions, and a later record still replacing earlier ones).
+#[test]
+fn recovery_leaves_out_payloads_below_keep_payloads_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), small_segments());
+    append(&mut wal, 1, 20);
+    // A follower's truncation: 15.. replaced.
+    append(&mut wal, 15, 18);
+    drop(wal);
+    let options = wal::WalOptions {
+        keep_payloads_from: 10,
+        ..small_segments()
+    };
+    let (_, rec) = open(dir.path(), options);
+    assert_eq!(rec.first_index, 1);
+    let indices: Vec<u64> = rec.entries.iter().map(|e| e.0).collect();
+    assert_eq!(indices, (1..=18).collect::<Vec<_>>());
+    assert!(rec.entries[..9].iter().all(|(_, p)| p.is_empty()));
+    assert_eq!(rec.entries[9..].to_vec(), expected(10, 18));
+}

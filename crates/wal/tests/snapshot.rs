@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use std::fs;
 use wal::snapshot::{
     load_snapshot, read_snapshot_chunk, read_snapshot_meta, save_snapshot, write_snapshot_tmp,
-    IncomingSnapshot, HEADER_LEN,
+    write_snapshot_tmp_with, IncomingSnapshot, HEADER_LEN,
 };
 use wal::{SnapshotMeta, WalError};
 
@@ -185,4 +185,29 @@ proptest! {
         prop_assert_eq!(assembled, fs::read(other.path().join("snapshot")).unwrap());
         prop_assert_eq!(load_snapshot(dir.path(), MAX).unwrap(), Some((meta, bytes)));
     }
+}
+
+/// Data written as it is produced, in pieces of any size, makes the same file as the same
+/// bytes written at once; past the limit the write fails and nothing becomes current.
+#[test]
+fn streamed_data_makes_the_same_snapshot_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(5000);
+    let prepared = write_snapshot_tmp_with(dir.path(), 9, 2, MAX, |out| {
+        for piece in bytes.chunks(333) {
+            out.write_all(piece)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let meta = prepared.commit().unwrap();
+    assert_eq!(meta.len, 5000);
+    let streamed = fs::read(dir.path().join("snapshot")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    save_snapshot(other.path(), 9, 2, &bytes).unwrap();
+    assert_eq!(streamed, fs::read(other.path().join("snapshot")).unwrap());
+
+    let result = write_snapshot_tmp_with(dir.path(), 10, 2, 4096, |out| out.write_all(&bytes));
+    assert!(matches!(result, Err(WalError::Io { .. })), "{result:?}");
+    assert_eq!(load_snapshot(dir.path(), MAX).unwrap(), Some((meta, bytes)));
 }

@@ -199,7 +199,7 @@ impl Raft {
     }
 
     /// §7: sends the next chunks of our snapshot to `to`, as many as the in-flight window
-    /// takes. The driver fills in each chunk's bytes from storage when it sends it.
+    /// (`max_inflight_chunks`) takes. The driver fills in each chunk's bytes from storage when it sends it.
     fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk = self.config.max_snapshot_chunk.max(1);
         loop {
@@ -216,7 +216,7 @@ impl Raft {
             let window = if probing {
                 1
             } else {
-                self.config.max_inflight_msgs
+                self.config.max_inflight_chunks.max(1)
             };
             if next_offset >= meta.len || pr.inflight.len() >= window {
                 return;

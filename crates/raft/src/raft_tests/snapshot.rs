@@ -193,6 +193,29 @@ fn leader_sends_its_snapshot_in_chunks_to_a_follower_that_needs_compacted_entrie
     assert_eq!(sent, vec![append(1, 3, 1, (5, 1), vec![], 5)]);
 }
 
+/// At most `max_inflight_chunks` chunks are unacknowledged at once, so that a large snapshot
+/// is never queued whole; each acknowledgement lets the next ones go.
+/// Reference: §7
+#[test]
+fn leader_keeps_at_most_max_inflight_chunks_unacknowledged() {
+    let s = meta(5, 1, 65);
+    let mut r = leader_with_snapshot(s.len);
+    assert_eq!(r.config().max_inflight_chunks, 4);
+    let offsets = |msgs: Vec<Message>| -> Vec<u64> {
+        msgs.iter()
+            .filter_map(|m| match m.body {
+                MessageBody::InstallSnapshot { offset, .. } => Some(offset),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(offsets(heartbeat_to_3(&mut r)), vec![0, 10, 20, 30]);
+    step(&mut r, chunk_resp(3, 1, 1, s, 20, true, false));
+    assert_eq!(offsets(to(&drain(&mut r), 3)), vec![40, 50]);
+    step(&mut r, chunk_resp(3, 1, 1, s, 30, true, false));
+    assert_eq!(offsets(to(&drain(&mut r), 3)), vec![60]);
+}
+
 /// The transfer is resumable: when a chunk is lost, the follower refuses the ones after it
 /// and says how much it holds; the leader goes back there and sends one chunk at a time until
 /// the follower accepts one, then streams again. Once the follower has installed the

@@ -116,8 +116,13 @@ impl Cluster {
     }
 
     pub async fn status(&self, i: usize) -> Option<NodeStatus> {
+        self.status_of(i, false).await
+    }
+
+    /// The status of node `i`, with a digest of its state if `digest`.
+    pub async fn status_of(&self, i: usize, digest: bool) -> Option<NodeStatus> {
         let client = TcpClient::new(vec![self.rpc[i]]);
-        tokio::time::timeout(Duration::from_secs(1), client.status(0))
+        tokio::time::timeout(Duration::from_secs(5), client.status(0, digest))
             .await
             .ok()?
             .ok()
@@ -149,7 +154,7 @@ impl Cluster {
         loop {
             let mut statuses = Vec::new();
             for i in (0..self.n()).filter(|&i| self.is_running(i)) {
-                statuses.extend(self.status(i).await);
+                statuses.extend(self.status_of(i, true).await);
             }
             let running = (0..self.n()).filter(|&i| self.is_running(i)).count();
             if statuses.len() == running
@@ -158,6 +163,7 @@ impl Cluster {
                     .all(|s| s.applied_index == statuses[0].applied_index)
             {
                 for s in &statuses {
+                    assert!(s.state_digest.is_some(), "node {} gave no digest", s.id);
                     assert_eq!(
                         s.state_digest, statuses[0].state_digest,
                         "replicas at applied index {} hold different states",
