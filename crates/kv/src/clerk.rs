@@ -1,8 +1,9 @@
 //! The Clerk: the client library. It opens a session (thesis §6.3) before its first call,
 //! numbers each call, sends it to the server it believes leads, and retries elsewhere (with
 //! the same sequence number) until some server answers. If its session expired (the service
-//! evicted it), the call fails with `SessionExpired` — its outcome unknown — and the next call
-//! opens a new session.
+//! evicted it), a call whose only attempt was refused is sent again in a new session (nothing
+//! of it was applied); one that had been sent more than once fails with `SessionExpired`, its
+//! outcome unknown, and the next call opens a new session.
 
 use crate::op::{KvError, KvReply, Op, OpKind};
 use std::future::Future;
@@ -113,22 +114,34 @@ impl<T: ClientTransport> Clerk<T> {
     /// service applies it at most once however many times it is sent.
     pub async fn execute(&mut self, kind: OpKind) -> Result<String, ClerkError> {
         let start = Instant::now();
-        if !self.session_open {
-            self.run(Op::open(self.client_id, self.seq + 1), start)
-                .await?;
-            self.session_open = true;
-        }
-        self.seq += 1;
-        let op = Op {
-            client_id: self.client_id,
-            seq: self.seq,
-            kind,
-        };
-        let result = self.run(op, start).await;
-        if result == Err(ClerkError::Rejected(KvError::SessionExpired)) {
+        let mut reopened = false;
+        loop {
+            if !self.session_open {
+                self.run(Op::open(self.client_id, self.seq + 1), start)
+                    .await
+                    .0?;
+                self.session_open = true;
+            }
+            self.seq += 1;
+            let op = Op {
+                client_id: self.client_id,
+                seq: self.seq,
+                kind: kind.clone(),
+            };
+            let (result, attempts) = self.run(op, start).await;
+            if result != Err(ClerkError::Rejected(KvError::SessionExpired)) {
+                return result;
+            }
             self.session_open = false;
+            // The session was evicted. If the service refused the request's only copy, it
+            // applied none of it: open a new session and go again (once). If an earlier
+            // attempt went unanswered, it may have been applied before the eviction: the
+            // outcome is unknown, and only the caller can decide what to do.
+            if attempts > 1 || reopened {
+                return result;
+            }
+            reopened = true;
         }
-        result
     }
 
     /// Closes the session, so that the service can forget it at once rather than when it
@@ -138,16 +151,20 @@ impl<T: ClientTransport> Clerk<T> {
             return Ok(());
         }
         self.session_open = false;
+        // A number of its own, so that a session opened later starts above it and a delayed
+        // copy of this close cannot end that one.
+        self.seq += 1;
         let op = Op {
             client_id: self.client_id,
-            seq: self.seq + 1,
+            seq: self.seq,
             kind: OpKind::CloseSession,
         };
-        self.run(op, Instant::now()).await.map(drop)
+        self.run(op, Instant::now()).await.0.map(drop)
     }
 
-    /// Sends `op` until a server answers for good, or the deadline passes.
-    async fn run(&mut self, op: Op, start: Instant) -> Result<String, ClerkError> {
+    /// Sends `op` until a server answers for good, or the deadline passes. Also returns how
+    /// many times it was sent.
+    async fn run(&mut self, op: Op, start: Instant) -> (Result<String, ClerkError>, usize) {
         let servers = self.transport.servers();
         let mut failures = 0usize;
         loop {
@@ -157,8 +174,10 @@ impl<T: ClientTransport> Clerk<T> {
             )
             .await;
             let last = match attempt {
-                Ok(Ok(Ok(value))) => return Ok(value),
-                Ok(Ok(Err(e))) if !e.is_retryable() => return Err(ClerkError::Rejected(e)),
+                Ok(Ok(Ok(value))) => return (Ok(value), failures + 1),
+                Ok(Ok(Err(e))) if !e.is_retryable() => {
+                    return (Err(ClerkError::Rejected(e)), failures + 1)
+                }
                 Ok(Ok(Err(e))) => e.to_string(),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no reply within {:?}", self.config.rpc_timeout),
@@ -168,12 +187,115 @@ impl<T: ClientTransport> Clerk<T> {
             if let Some(deadline) = self.config.deadline {
                 if start.elapsed() >= deadline {
                     let waited = start.elapsed();
-                    return Err(ClerkError::Deadline { waited, last });
+                    return (Err(ClerkError::Deadline { waited, last }), failures);
                 }
             }
             if failures.is_multiple_of(servers) {
                 sleep(self.config.retry_pause).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Limits;
+    use crate::state_machine::KvStateMachine;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// One replica applied in call order, each call at the next log index; `lose` calls
+    /// are applied but their replies lost.
+    #[derive(Clone)]
+    struct Local {
+        sm: Arc<Mutex<KvStateMachine>>,
+        index: Arc<AtomicU64>,
+        lose: Arc<AtomicU64>,
+    }
+
+    impl Local {
+        fn new(max_sessions: usize) -> Local {
+            Local {
+                sm: Arc::new(Mutex::new(KvStateMachine::new(
+                    Limits::default(),
+                    max_sessions,
+                ))),
+                index: Arc::default(),
+                lose: Arc::default(),
+            }
+        }
+
+        fn apply(&self, op: &Op) -> KvReply {
+            let index = self.index.fetch_add(1, Ordering::SeqCst) + 1;
+            self.sm.lock().unwrap().apply(index, op)
+        }
+    }
+
+    impl ClientTransport for Local {
+        fn servers(&self) -> usize {
+            1
+        }
+
+        async fn call(&self, _server: usize, op: Op) -> Result<KvReply, RpcError> {
+            let reply = self.apply(&op);
+            if self.lose.load(Ordering::SeqCst) > 0 {
+                self.lose.fetch_sub(1, Ordering::SeqCst);
+                return Err(RpcError("reply lost".into()));
+            }
+            Ok(reply)
+        }
+    }
+
+    fn value(local: &Local, key: &str) -> Option<String> {
+        local.sm.lock().unwrap().peek(key).map(str::to_owned)
+    }
+
+    /// Opens sessions for two other clients, which evicts client 1's (the table holds two).
+    fn evict_client_1(local: &Local) {
+        for client in [2, 3] {
+            assert_eq!(local.apply(&Op::open(client, 1)), Ok(String::new()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_refused_on_its_only_attempt_goes_again_in_a_new_session() {
+        let local = Local::new(2);
+        let mut clerk = Clerk::new(local.clone(), 1, ClerkConfig::default());
+        clerk.append("k", "a").await.expect("append");
+        evict_client_1(&local);
+        clerk
+            .append("k", "b")
+            .await
+            .expect("append after the eviction");
+        assert_eq!(value(&local, "k").as_deref(), Some("ab"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_sent_twice_whose_session_expired_has_an_unknown_outcome() {
+        let local = Local::new(2);
+        let mut clerk = Clerk::new(local.clone(), 1, ClerkConfig::default());
+        clerk.append("k", "a").await.expect("append");
+        // The next append is applied but its reply lost; before the retry arrives, the session
+        // is evicted. Applying the retry would apply "b" twice; answering "done" would be a
+        // guess: the Clerk must say it does not know.
+        local.lose.store(1, Ordering::SeqCst);
+        let retry = tokio::spawn(async move {
+            let mut clerk = clerk;
+            let result = clerk.append("k", "b").await;
+            (clerk, result)
+        });
+        // The Clerk sends, loses the reply, and pauses before retrying.
+        tokio::task::yield_now().await;
+        evict_client_1(&local);
+        let (mut clerk, result) = retry.await.expect("clerk task");
+        assert_eq!(result, Err(ClerkError::Rejected(KvError::SessionExpired)));
+        assert_eq!(value(&local, "k").as_deref(), Some("ab"));
+        // The next call opens a new session and works.
+        clerk
+            .append("k", "c")
+            .await
+            .expect("append in a new session");
+        assert_eq!(value(&local, "k").as_deref(), Some("abc"));
     }
 }

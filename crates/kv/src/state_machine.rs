@@ -139,7 +139,14 @@ impl KvStateMachine {
                 return Ok(String::new());
             }
             OpKind::CloseSession => {
-                if let Some(s) = self.state.sessions.remove(&op.client_id) {
+                // A stale copy (a session opened since starts above it) closes nothing.
+                let current = self
+                    .state
+                    .sessions
+                    .get(&op.client_id)
+                    .is_some_and(|s| op.seq > s.last_seq);
+                if current {
+                    let s = self.state.sessions.remove(&op.client_id).expect("present");
                     self.lru.remove(&(s.last_used, op.client_id));
                 }
                 return Ok(String::new());
@@ -503,6 +510,30 @@ mod tests {
             Err(KvError::SessionExpired)
         );
         assert_eq!(sm.peek("k"), None);
+    }
+
+    /// A close carries a sequence number of its own; a delayed copy of it arriving after the
+    /// client opened a new session (which starts above it) closes nothing.
+    #[test]
+    fn a_stale_close_does_not_end_a_newer_session() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(
+            sm.apply(i + 1, &op(1, 2, OpKind::CloseSession)),
+            Ok("".into())
+        );
+        assert_eq!(
+            sm.apply(i + 2, &op(1, 3, OpKind::OpenSession)),
+            Ok("".into())
+        );
+        assert_eq!(
+            sm.apply(i + 3, &op(1, 2, OpKind::CloseSession)),
+            Ok("".into())
+        );
+        assert_eq!(sm.sessions(), 1);
+        assert_eq!(sm.apply(i + 4, &op(1, 3, append("k", "b"))), Ok("".into()));
+        assert_eq!(sm.peek("k"), Some("ab"));
     }
 
     #[test]

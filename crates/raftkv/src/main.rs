@@ -202,24 +202,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Get { key, client } => {
-            let value = clerk(&client)?.get(&key).await.map_err(explain(&client))?;
+            let mut ck = clerk(&client)?;
+            let value = ck.get(&key).await.map_err(explain(&client))?;
             println!("{value}");
+            close_session(ck).await;
             Ok(())
         }
         Command::Put { key, value, client } => {
-            clerk(&client)?
-                .put(&key, &value)
-                .await
-                .map_err(explain(&client))?;
+            let mut ck = clerk(&client)?;
+            ck.put(&key, &value).await.map_err(explain(&client))?;
             println!("OK");
+            close_session(ck).await;
             Ok(())
         }
         Command::Append { key, value, client } => {
-            clerk(&client)?
-                .append(&key, &value)
-                .await
-                .map_err(explain(&client))?;
+            let mut ck = clerk(&client)?;
+            ck.append(&key, &value).await.map_err(explain(&client))?;
             println!("OK");
+            close_session(ck).await;
             Ok(())
         }
         Command::Status { digest, client } => status(&client, digest).await,
@@ -284,6 +284,12 @@ fn clerk(args: &ClientArgs) -> anyhow::Result<Clerk<TcpClient>> {
     };
     let client = TcpClient::new(endpoints(args)?);
     Ok(Clerk::new(client, rand::random(), config))
+}
+
+/// Closes the call's session, so that the cluster forgets it now rather than when it needs the
+/// room. Best effort and brief: the answer is already printed, and eviction would do it later.
+async fn close_session(mut ck: Clerk<TcpClient>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ck.close()).await;
 }
 
 /// Turns a Clerk error into a message that says what to do.

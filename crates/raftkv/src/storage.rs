@@ -11,15 +11,15 @@
 //! <data-dir>/snapshot.tmp, snapshot.incoming   one being written / received (never current)
 //! ```
 //!
-//! A local snapshot is written to `snapshot.tmp` and fsynced on a background thread, so that
-//! a large one stalls neither the Raft driver nor the apply loop; the rename that makes it
+//! A local snapshot encodes itself into `snapshot.tmp` (fsynced) on a background thread, so
+//! that a large one stalls neither the Raft driver nor the apply loop; the rename that makes it
 //! current, and the deletion of the log segments it covers, happen on the driver's thread
 //! once the write is done. A snapshot received from the leader is written chunk by chunk
 //! (each fsynced before it is acknowledged) and renamed into place when complete.
 //!
-//! Memory: a snapshot is held whole only while the service hands it over (until written) and
-//! while it is read back to hand to the service; chunks sent to followers are read from the
-//! file one at a time.
+//! Memory: a snapshot is never held whole while it is written (the service's data writes
+//! itself out through a 1 MiB buffer); it is held whole only while it is read back to hand to
+//! the service; chunks sent to followers are read from the file one at a time.
 //!
 //! # Recovery
 //!

@@ -15,8 +15,8 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 
-/// How many fresh seeds of each suite test a mutant test runs at most: the number of seeds
-/// CI runs the simulated suites on (see `.ci/run`).
+/// How many fresh seeds of each suite test a mutant test runs at most: fewer than CI runs each
+/// simulated test on (see `.ci/run`), so what a hunt catches, CI's run of the suites would.
 pub const CI_SEEDS: u64 = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
