@@ -30,8 +30,9 @@
 //!   [bytes]`, replaced by writing `hard_state.tmp`, fsyncing it, renaming it over
 //!   `hard_state` and fsyncing the directory.
 //! * Segments `00000000000000000001.wal`, `00000000000000000002.wal`, ... (20-digit sequence
-//!   numbers, consecutive; from 1 until compaction deletes the oldest). Each starts with a 20-byte header `[magic "RKVW"]
-//!   [version: u32 LE = 1][seq: u64 LE][crc32c of those 16 bytes: u32 LE]` followed by records
+//!   numbers, consecutive; from 1 until compaction deletes the oldest). Each starts with a
+//!   20-byte header `[magic "RKVW"] [version: u32 LE = 1][seq: u64 LE][crc32c of those 16
+//!   bytes: u32 LE]` followed by records
 //!   `[len: u32 LE][crc32c(payload): u32 LE][payload]` with payload `[index: u64 LE][data]`.
 //!   A new segment is started before a record once the current one has reached
 //!   `segment_bytes`. Before starting it, the finished segment is fsynced, and the new one is
