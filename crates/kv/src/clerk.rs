@@ -18,6 +18,19 @@ pub trait ClientTransport: Send + Sync + 'static {
     /// One RPC to server `server`. An error says nothing about whether the server ran it.
     fn call(&self, server: usize, op: Op)
         -> impl Future<Output = Result<KvReply, RpcError>> + Send;
+
+    /// The server believed to lead, if the transport has an idea (a hint in a reply, or what
+    /// a local Raft node knows). The Clerk tries it next after a failed attempt.
+    fn leader_hint(&self) -> Option<usize> {
+        None
+    }
+
+    /// Resolves when the transport learns of a new leader: the Clerk then abandons an attempt
+    /// still waiting on the old one (it may be paused or cut off) and goes to the new one at
+    /// once. Never resolves by default.
+    fn leader_changed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// A failed RPC: no reply came back.
@@ -29,6 +42,10 @@ pub struct RpcError(pub String);
 pub struct ClerkConfig {
     /// Every RPC gives up after this long (the server's own wait is shorter).
     pub rpc_timeout: Duration,
+    /// If set, the first attempt of a call gives up after this long, and each attempt after a
+    /// time-out waits twice as long as the one before, up to `rpc_timeout`: a leader that
+    /// stopped answering costs little, and a slow one still gets time.
+    pub first_attempt_timeout: Option<Duration>,
     /// After trying every server once without success, wait this long before the next round,
     /// so that an election in progress is not flooded.
     pub retry_pause: Duration,
@@ -40,6 +57,7 @@ impl Default for ClerkConfig {
     fn default() -> Self {
         ClerkConfig {
             rpc_timeout: Duration::from_secs(3),
+            first_attempt_timeout: None,
             retry_pause: Duration::from_millis(20),
             deadline: None,
         }
@@ -167,22 +185,46 @@ impl<T: ClientTransport> Clerk<T> {
     async fn run(&mut self, op: Op, start: Instant) -> (Result<String, ClerkError>, usize) {
         let servers = self.transport.servers();
         let mut failures = 0usize;
+        let mut patience = self
+            .config
+            .first_attempt_timeout
+            .unwrap_or(self.config.rpc_timeout)
+            .min(self.config.rpc_timeout);
         loop {
-            let attempt = timeout(
-                self.config.rpc_timeout,
-                self.transport.call(self.leader, op.clone()),
-            )
-            .await;
+            let call = timeout(patience, self.transport.call(self.leader, op.clone()));
+            tokio::pin!(call);
+            let attempt = loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut call => break Some(reply),
+                    () = self.transport.leader_changed() => {
+                        // Abandoned only for another server: the request may still be applied
+                        // where it went, and its retry is recognised by its sequence number.
+                        if self.transport.leader_hint().is_some_and(|h| h != self.leader) {
+                            break None;
+                        }
+                    }
+                }
+            };
             let last = match attempt {
-                Ok(Ok(Ok(value))) => return (Ok(value), failures + 1),
-                Ok(Ok(Err(e))) if !e.is_retryable() => {
+                Some(Ok(Ok(Ok(value)))) => return (Ok(value), failures + 1),
+                Some(Ok(Ok(Err(e)))) if !e.is_retryable() => {
                     return (Err(ClerkError::Rejected(e)), failures + 1)
                 }
-                Ok(Ok(Err(e))) => e.to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no reply within {:?}", self.config.rpc_timeout),
+                Some(Ok(Ok(Err(e)))) => e.to_string(),
+                Some(Ok(Err(e))) => e.to_string(),
+                Some(Err(_)) => {
+                    let waited = patience;
+                    patience = (patience * 2).min(self.config.rpc_timeout);
+                    format!("no reply within {waited:?}")
+                }
+                None => "a new leader was seen".to_string(),
             };
-            self.leader = (self.leader + 1) % servers;
+            let failed = self.leader;
+            self.leader = match self.transport.leader_hint() {
+                Some(hint) if hint != failed && hint < servers => hint,
+                _ => (failed + 1) % servers,
+            };
             failures += 1;
             if let Some(deadline) = self.config.deadline {
                 if start.elapsed() >= deadline {

@@ -22,7 +22,7 @@ mod raft_tests;
 
 pub use message::{Message, MessageBody};
 pub use node::{
-    spawn, CrashHook, CrashPoint, Handle, InitialState, NodeConfig, Storage, Transport,
+    spawn, CrashHook, CrashPoint, Handle, InitialState, LeaderView, NodeConfig, Storage, Transport,
 };
 pub use raft::{Config, NotLeader, Raft, RaftFault, Role};
 pub use ready::{Ready, SnapshotWrite};

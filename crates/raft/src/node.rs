@@ -8,14 +8,16 @@
 
 use crate::message::Message;
 use crate::message::MessageBody;
-use crate::raft::{Config, NotLeader, Raft, RaftFault};
+use crate::raft::{Config, NotLeader, Raft, RaftFault, Role};
 use crate::ready::{Ready, SnapshotWrite};
-use crate::types::{ApplyMsg, Entry, HardState, LogIndex, SnapshotData, SnapshotMeta, Term};
+use crate::types::{
+    ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Term,
+};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Sends messages to peers. Delivery is best effort: a transport may drop, delay or reorder
 /// messages (Raft retries), but `send` must never block the node.
@@ -147,6 +149,18 @@ struct Shared {
     /// The service's latest snapshot (index, term, data), waiting for the driver to take it
     /// to storage.
     snapshot: Mutex<Option<PendingSnapshot>>,
+    /// Times this node saw a new leader (or became one).
+    leader_changes: AtomicU64,
+    /// The term and leader as the driver last saw them, for those who want to know when they
+    /// change (a client forwarding requests to the leader, say).
+    leader: watch::Sender<LeaderView>,
+}
+
+/// Who leads, as far as this node knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaderView {
+    pub term: Term,
+    pub leader: Option<NodeId>,
 }
 
 type PendingSnapshot = (LogIndex, Term, Box<dyn SnapshotData>);
@@ -190,6 +204,16 @@ impl Handle {
 
     pub fn is_killed(&self) -> bool {
         self.shared.killed.load(Ordering::SeqCst)
+    }
+
+    /// How many times this node has seen a new leader (itself included) since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.shared.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// The term and leader, updated by the driver whenever either changes.
+    pub fn watch_leader(&self) -> watch::Receiver<LeaderView> {
+        self.shared.leader.subscribe()
     }
 
     /// §7: the service's state after applying every entry up to `index` (one it was handed on
@@ -244,8 +268,12 @@ pub fn spawn<S: Storage, T: Transport>(
         killed: AtomicBool::new(false),
         wake: wake_tx,
         snapshot: Mutex::new(None),
+        leader_changes: AtomicU64::new(0),
+        leader: watch::Sender::new(LeaderView::default()),
     });
+    let seen = Seen::of(&shared.core());
     let driver = Driver {
+        seen,
         shared: shared.clone(),
         storage,
         transport,
@@ -262,6 +290,8 @@ pub fn spawn<S: Storage, T: Transport>(
 }
 
 struct Driver<S, T> {
+    /// The role, term and leader at the end of the last input, to report changes.
+    seen: Seen,
     shared: Arc<Shared>,
     storage: S,
     transport: T,
@@ -300,6 +330,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 },
                 _ = ticker.tick() => self.shared.core().tick(),
             }
+            self.observe();
             self.take_snapshots();
             if self.check_invariants {
                 self.shared.core().check_invariants();
@@ -312,6 +343,57 @@ impl<S: Storage, T: Transport> Driver<S, T> {
 
     fn killed(&self) -> bool {
         self.shared.killed.load(Ordering::SeqCst)
+    }
+
+    /// Reports changes of role, term and leader: one log line each (an operator's view of
+    /// elections), the leader-change count, and the leader watch.
+    fn observe(&mut self) {
+        let now = Seen::of(&self.shared.core());
+        let was = std::mem::replace(&mut self.seen, now);
+        if now == was {
+            return;
+        }
+        let (node, term) = (now.id, now.term.0);
+        match (was.role, now.role) {
+            (Role::Leader, Role::Leader) => {}
+            (_, Role::Leader) => tracing::info!(node, term, "became the leader of term {term}"),
+            (Role::Leader, _) if now.term > was.term => tracing::info!(
+                node,
+                term,
+                "stepped down as leader of term {}: saw term {term}",
+                was.term
+            ),
+            (Role::Leader, _) => tracing::info!(
+                node,
+                term,
+                "stepped down as leader of term {term}: no contact with a majority"
+            ),
+            (Role::Candidate, Role::Candidate) if now.term == was.term => {}
+            (_, Role::Candidate) => {
+                tracing::info!(node, term, "starting an election for term {term}")
+            }
+            _ => {}
+        }
+        if now.leader != was.leader {
+            if let Some(leader) = now.leader {
+                self.shared.leader_changes.fetch_add(1, Ordering::Relaxed);
+                if leader != node {
+                    tracing::info!(
+                        node,
+                        term,
+                        leader,
+                        "following leader {leader} in term {term}"
+                    );
+                }
+            }
+        }
+        self.shared.leader.send_if_modified(|view| {
+            let new = LeaderView {
+                term: now.term,
+                leader: now.leader,
+            };
+            std::mem::replace(view, new) != new
+        });
     }
 
     fn step_batch(&mut self, first: Message) {
@@ -464,5 +546,25 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             self.shared.killed.store(true, Ordering::SeqCst);
         }
         crash
+    }
+}
+
+/// The part of a core's state that an operator watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    id: NodeId,
+    role: Role,
+    term: Term,
+    leader: Option<NodeId>,
+}
+
+impl Seen {
+    fn of(core: &Raft) -> Seen {
+        Seen {
+            id: core.id(),
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader_id(),
+        }
     }
 }

@@ -1,17 +1,23 @@
 //! The Clerk's transport over TCP: one multiplexed connection per server, opened on first use
 //! and reopened after a failure. Many Clerks (one per RESP connection, say) can share one
 //! `TcpClient`.
+//!
+//! It tells the Clerk where the leader is when it can: from the leader id each reply carries
+//! (if it knows the servers' node ids), or, inside a server process, from the local Raft
+//! node, whose view of the leader changes as soon as an election ends: the Clerk then stops
+//! waiting on a leader that was paused or cut off.
 
 use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use kv::{ClientTransport, KvReply, Op, RpcError};
+use raft::{LeaderView, NodeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,8 +32,14 @@ pub struct TcpClient {
 
 struct Inner {
     addrs: Vec<SocketAddr>,
+    /// The node id of each server, where known.
+    ids: Vec<Option<NodeId>>,
     conns: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next_id: AtomicU64,
+    /// The leader named by the latest reply (0: none).
+    hinted: AtomicU64,
+    /// A local Raft node's view of the leader, when this runs inside a server.
+    local: Option<watch::Receiver<LeaderView>>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
@@ -55,18 +67,54 @@ impl Drop for PendingGuard {
 }
 
 impl TcpClient {
+    /// A client of servers whose node ids are unknown (no leader hints).
     pub fn new(addrs: Vec<SocketAddr>) -> TcpClient {
-        let conns = addrs
+        TcpClient::build(addrs.into_iter().map(|a| (None, a)).collect(), None)
+    }
+
+    /// A client of the cluster's nodes, by id: replies' leader hints are followed.
+    pub fn for_cluster(nodes: Vec<(NodeId, SocketAddr)>) -> TcpClient {
+        TcpClient::build(
+            nodes.into_iter().map(|(id, a)| (Some(id), a)).collect(),
+            None,
+        )
+    }
+
+    /// Like [`TcpClient::for_cluster`], inside a server: the local node's view of the leader
+    /// is followed too, as soon as it changes.
+    pub fn following(
+        nodes: Vec<(NodeId, SocketAddr)>,
+        local: watch::Receiver<LeaderView>,
+    ) -> TcpClient {
+        TcpClient::build(
+            nodes.into_iter().map(|(id, a)| (Some(id), a)).collect(),
+            Some(local),
+        )
+    }
+
+    fn build(
+        servers: Vec<(Option<NodeId>, SocketAddr)>,
+        local: Option<watch::Receiver<LeaderView>>,
+    ) -> TcpClient {
+        let conns = servers
             .iter()
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         TcpClient {
             inner: Arc::new(Inner {
-                addrs,
+                ids: servers.iter().map(|&(id, _)| id).collect(),
+                addrs: servers.into_iter().map(|(_, a)| a).collect(),
                 conns,
                 next_id: AtomicU64::new(1),
+                hinted: AtomicU64::new(0),
+                local,
             }),
         }
+    }
+
+    /// The server with node id `id`, if it is one of ours.
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.inner.ids.iter().position(|&i| i == Some(id))
     }
 
     pub fn addrs(&self) -> &[SocketAddr] {
@@ -182,12 +230,37 @@ impl ClientTransport for TcpClient {
         self.inner.addrs.len()
     }
 
+    fn leader_hint(&self) -> Option<usize> {
+        let local = self.inner.local.as_ref().and_then(|rx| rx.borrow().leader);
+        let hinted = Some(self.inner.hinted.load(Ordering::Relaxed)).filter(|&id| id != 0);
+        local.or(hinted).and_then(|id| self.index_of(id))
+    }
+
+    async fn leader_changed(&self) {
+        match &self.inner.local {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                rx.mark_unchanged();
+                if rx.changed().await.is_err() {
+                    // The node is gone: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
         match self
             .round_trip(server, |id| ClientFrame::Request { id, op })
             .await?
         {
-            ServerFrame::Reply { reply, .. } => Ok(reply),
+            ServerFrame::Reply { reply, leader, .. } => {
+                self.inner
+                    .hinted
+                    .store(leader.unwrap_or(0), Ordering::Relaxed);
+                Ok(reply)
+            }
             other => Err(RpcError(format!("unexpected reply {other:?}"))),
         }
     }

@@ -2,19 +2,17 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kv::{Clerk, ClerkConfig, ClerkError, Limits};
-use raftkv::client::TcpClient;
+use kv::Limits;
 use raftkv::cluster::{self, ClusterOptions};
 use raftkv::node::{self, ServerOptions};
-use raftkv::storage::{OpenError, EXIT_CORRUPT_DATA};
+use raftkv::storage::OpenError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use std::time::Duration;
+mod cli;
 
-/// The local cluster's endpoints, which the client commands use by default.
-const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+use cli::ClientArgs;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +26,20 @@ const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log, as a level (error, warn, info, debug, trace) or per module
+    /// (`info,raftkv::transport=debug`) [default: $RAFTKV_LOG, else info].
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// How to write log lines to standard error: plain text (coloured only on a terminal) or
+    /// one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -39,29 +51,36 @@ enum Command {
     /// Print the value of KEY ("" if it has none).
     Get {
         key: String,
+        /// Print {"key": ..., "value": ...}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE (`-`: read it from standard input).
     Put {
         key: String,
         value: String,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Append VALUE to the value of KEY.
+    /// Append VALUE to the value of KEY (`-`: read it from standard input).
     Append {
         key: String,
         value: String,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show each node's role, term and log position.
+    /// Show every node's role, term, leader, log position and lag behind the leader. Exits
+    /// with 1 if a node is unreachable or no node leads.
     Status {
         /// Also show a digest of each node's state (equal at equal applied indexes when the
         /// replicas agree). Reads each node's whole state, on a thread of its own.
         #[arg(long)]
         digest: bool,
+        /// Print a JSON array, one object per node.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -127,14 +146,13 @@ struct ClusterArgs {
     resp_base_port: u16,
 }
 
-#[derive(clap::Args)]
-struct ClientArgs {
-    /// Nodes to try, host:port,... [default: $RAFTKV_ENDPOINTS, else the local cluster's]
-    #[arg(long, value_delimiter = ',')]
-    endpoints: Vec<SocketAddr>,
-    /// Give up after this many seconds without an answer.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+/// A peer address: host:port, the host a name or an IP address.
+fn resolve_peer(addr: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -144,7 +162,7 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
             .split_once('=')
             .ok_or_else(|| format!("expected id=host:port, got {part:?}"))?;
         let id: u64 = id.parse().map_err(|_| format!("bad node id {id:?}"))?;
-        let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+        let addr = resolve_peer(addr)?;
         if peers.insert(id, addr).is_some() {
             return Err(format!("node id {id} appears twice"));
         }
@@ -155,15 +173,34 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
     Ok(peers)
 }
 
+/// Logs go to standard error. `--log-level` wins over `RAFTKV_LOG`; both take the same filter
+/// syntax.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let spec = cli
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RAFTKV_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .with_context(|| format!("bad log level {spec:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAFTKV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("raftkv: {e:#}");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,15 +209,18 @@ fn main() {
         match run(cli.command).await {
             Ok(()) => 0,
             Err(e) => {
+                // `{:#}` prints each cause once, after its context.
                 eprintln!("raftkv: {e:#}");
-                if e.downcast_ref::<OpenError>().is_some() {
-                    eprintln!(
-                        "raftkv: refusing to start on a damaged data directory; \
-                         restore it from a replica or a backup"
-                    );
-                    EXIT_CORRUPT_DATA
-                } else {
-                    1
+                match e.downcast_ref::<OpenError>() {
+                    Some(open) if open.is_damage() => {
+                        eprintln!(
+                            "raftkv: refusing to start on a damaged data directory; \
+                             restore it from a replica or a backup"
+                        );
+                        open.exit_code()
+                    }
+                    Some(open) => open.exit_code(),
+                    None => 1,
                 }
             }
         }
@@ -201,28 +241,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Get { key, client } => {
-            let mut ck = clerk(&client)?;
-            let value = ck.get(&key).await.map_err(explain(&client))?;
-            println!("{value}");
-            close_session(ck).await;
+        Command::Get { key, json, client } => cli::get(key, json, &client).await,
+        Command::Put { key, value, client } => cli::put(key, value, &client).await,
+        Command::Append { key, value, client } => cli::append(key, value, &client).await,
+        Command::Status {
+            digest,
+            json,
+            client,
+        } => {
+            let code = cli::status(&client, digest, json).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
-        Command::Put { key, value, client } => {
-            let mut ck = clerk(&client)?;
-            ck.put(&key, &value).await.map_err(explain(&client))?;
-            println!("OK");
-            close_session(ck).await;
-            Ok(())
-        }
-        Command::Append { key, value, client } => {
-            let mut ck = clerk(&client)?;
-            ck.append(&key, &value).await.map_err(explain(&client))?;
-            println!("OK");
-            close_session(ck).await;
-            Ok(())
-        }
-        Command::Status { digest, client } => status(&client, digest).await,
     }
 }
 
@@ -243,9 +275,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         segment_bytes: args.wal_segment_bytes,
     };
     let server = node::start(opts).await?;
-    eprintln!(
-        "raftkv: node {} serving on {}{}",
-        args.id,
+    tracing::info!(
+        node = args.id,
+        "serving on {}{}",
         server.listen,
         server
             .resp
@@ -259,90 +291,5 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     server.kv.kill();
-    Ok(())
-}
-
-fn endpoints(args: &ClientArgs) -> anyhow::Result<Vec<SocketAddr>> {
-    if !args.endpoints.is_empty() {
-        return Ok(args.endpoints.clone());
-    }
-    let list = std::env::var("RAFTKV_ENDPOINTS").unwrap_or_else(|_| DEFAULT_ENDPOINTS.into());
-    list.split(',')
-        .map(|a| {
-            a.trim()
-                .parse()
-                .with_context(|| format!("bad endpoint {a:?}"))
-        })
-        .collect()
-}
-
-fn clerk(args: &ClientArgs) -> anyhow::Result<Clerk<TcpClient>> {
-    let config = ClerkConfig {
-        deadline: Some(Duration::from_secs(args.timeout)),
-        rpc_timeout: Duration::from_secs(3),
-        ..ClerkConfig::default()
-    };
-    let client = TcpClient::new(endpoints(args)?);
-    Ok(Clerk::new(client, rand::random(), config))
-}
-
-/// Closes the call's session, so that the cluster forgets it now rather than when it needs the
-/// room. Best effort and brief: the answer is already printed, and eviction would do it later.
-async fn close_session(mut ck: Clerk<TcpClient>) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), ck.close()).await;
-}
-
-/// Turns a Clerk error into a message that says what to do.
-fn explain(args: &ClientArgs) -> impl Fn(ClerkError) -> anyhow::Error + '_ {
-    move |e| match e {
-        ClerkError::Rejected(e) => anyhow::anyhow!("refused: {e}"),
-        ClerkError::Deadline { waited, last } => {
-            let eps = endpoints(args)
-                .map(|v| {
-                    v.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            if last.contains("cannot connect") || last.contains("timed out") {
-                anyhow::anyhow!(
-                    "cannot reach any node at {eps} (is a cluster running? `raftkv cluster` starts one)"
-                )
-            } else if last.contains("wrong leader") {
-                anyhow::anyhow!(
-                    "no leader after {waited:.1?}: is a majority of the nodes at {eps} up? \
-                     (the operation may or may not have taken effect)"
-                )
-            } else {
-                anyhow::anyhow!(
-                    "no answer after {waited:.1?} ({last}); the operation may or may not have taken effect"
-                )
-            }
-        }
-    }
-}
-
-async fn status(args: &ClientArgs, digest: bool) -> anyhow::Result<()> {
-    let client = TcpClient::new(endpoints(args)?);
-    // A digest reads the whole state: give it longer.
-    let patience = Duration::from_secs(if digest { 30 } else { 2 });
-    for (i, addr) in client.addrs().iter().enumerate() {
-        match tokio::time::timeout(patience, client.status(i, digest)).await {
-            Ok(Ok(s)) => println!(
-                "{addr}: node {} {} term {} commit {} applied {} last {}{}",
-                s.id,
-                if s.is_leader { "leader  " } else { "follower" },
-                s.term,
-                s.commit_index,
-                s.applied_index,
-                s.last_index,
-                s.state_digest
-                    .map_or(String::new(), |d| format!(" digest {d:016x}"))
-            ),
-            Ok(Err(e)) => println!("{addr}: unreachable ({e})"),
-            Err(_) => println!("{addr}: no answer"),
-        }
-    }
     Ok(())
 }

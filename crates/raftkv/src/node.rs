@@ -8,7 +8,7 @@ use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use kv::{Clerk, ClerkConfig, KvConfig, KvServer, Limits, SnapshotPolicy};
-use raft::{Config, Message, NodeConfig, NodeId};
+use raft::{Config, Message, NodeConfig, NodeId, Role};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,9 +63,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         "--peers must include this node's id {}",
         opts.id
     );
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
-    let (storage, torn) = WalStorage::open(&opts.data_dir, opts.segment_bytes)?;
+    let (storage, torn) = WalStorage::open(opts.id, &opts.data_dir, opts.segment_bytes)?;
     if let Some(path) = torn {
         tracing::warn!(
             "recovery cut an incomplete last record; its bytes are in {}",
@@ -108,26 +106,32 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
             .with_context(|| format!("cannot listen on {addr} for the Redis protocol"))?;
         resp = Some(listener.local_addr()?);
         // Every RESP connection is a Clerk of its own over connections shared by all of them;
-        // ours first, so a request reaches the leader in one hop when we lead.
-        let mut addrs = vec![listen];
-        addrs.extend(
+        // ours first, so a request reaches the leader in one hop when we lead. They follow
+        // this node's view of the leader, so they move to a new one as soon as it is elected.
+        let mut nodes = vec![(opts.id, listen)];
+        nodes.extend(
             opts.peers
                 .iter()
                 .filter(|(&id, _)| id != opts.id)
-                .map(|(_, &a)| a),
+                .map(|(&id, &a)| (id, a)),
         );
-        let client = TcpClient::new(addrs);
-        let make_clerk = move || {
-            let config = ClerkConfig {
-                deadline: Some(Duration::from_secs(10)),
-                ..ClerkConfig::default()
-            };
-            Clerk::new(client.clone(), rand::random(), config)
-        };
+        let client = TcpClient::following(nodes, kv.raft().watch_leader());
+        let make_clerk = move || Clerk::new(client.clone(), rand::random(), forwarding_clerk());
         let limits = crate::resp::RespLimits::for_values(opts.limits.max_value_bytes);
         tokio::spawn(crate::resp::serve(listener, make_clerk, limits));
     }
     Ok(Server { kv, listen, resp })
+}
+
+/// How a node forwards a RESP client's requests. A first attempt that gets no answer in
+/// 500 ms moves on (a request normally commits in about a millisecond; a busy leader gets
+/// twice as long each time, up to 3 s); the whole call gives up after 10 s.
+pub fn forwarding_clerk() -> ClerkConfig {
+    ClerkConfig {
+        first_attempt_timeout: Some(Duration::from_millis(500)),
+        deadline: Some(Duration::from_secs(10)),
+        ..ClerkConfig::default()
+    }
 }
 
 async fn accept_loop(
@@ -188,7 +192,7 @@ async fn serve_connection(
             }
             Ok(())
         }
-        Hello::Client => serve_client(framed, kv).await,
+        Hello::Client => serve_client(framed, kv, peers).await,
     }
 }
 
@@ -197,6 +201,7 @@ async fn serve_connection(
 async fn serve_client(
     framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
     kv: KvServer,
+    peers: &BTreeMap<NodeId, SocketAddr>,
 ) -> anyhow::Result<()> {
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(CLIENT_INFLIGHT);
@@ -218,15 +223,16 @@ async fn serve_client(
                 let (kv, tx) = (kv.clone(), tx.clone());
                 tokio::spawn(async move {
                     let reply = kv.handle(op).await;
-                    let _ = tx.send(ServerFrame::Reply { id, reply }).await;
+                    let leader = kv.raft().inspect(|r| r.leader_id());
+                    let _ = tx.send(ServerFrame::Reply { id, reply, leader }).await;
                     drop(permit);
                 });
             }
             ClientFrame::Status { id, digest } => {
                 let status = if digest {
-                    status_with_digest(&kv).await
+                    status_with_digest(&kv, &peers).await
                 } else {
-                    status(&kv)
+                    status(&kv, &peers)
                 };
                 let _ = tx.send(ServerFrame::Status { id, status }).await;
             }
@@ -242,7 +248,7 @@ static DIGESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The status with a digest of the state. The digest is computed from an O(1) copy of the
 /// state on a blocking thread, so that neither the apply loop nor Raft waits for it.
-async fn status_with_digest(kv: &KvServer) -> NodeStatus {
+async fn status_with_digest(kv: &KvServer, peers: &BTreeMap<NodeId, SocketAddr>) -> NodeStatus {
     let _permit = DIGESTS.acquire().await.expect("never closed");
     let (applied, image) = kv.image();
     let digest = tokio::task::spawn_blocking(move || image.digest())
@@ -251,23 +257,33 @@ async fn status_with_digest(kv: &KvServer) -> NodeStatus {
     NodeStatus {
         applied_index: applied,
         state_digest: digest,
-        ..status(kv)
+        ..status(kv, peers)
     }
 }
 
-pub fn status(kv: &KvServer) -> NodeStatus {
-    let (id, term, is_leader, leader_hint, commit_index, last_index) = kv.raft().inspect(|r| {
-        (
-            r.id(),
-            r.term().0,
-            r.is_leader(),
-            r.leader_id(),
-            r.log().committed().0,
-            r.log().last_index().0,
-        )
-    });
+pub fn status(kv: &KvServer, peers: &BTreeMap<NodeId, SocketAddr>) -> NodeStatus {
+    let (id, role, term, is_leader, leader_hint, commit_index, last_index) =
+        kv.raft().inspect(|r| {
+            (
+                r.id(),
+                r.role(),
+                r.term().0,
+                r.is_leader(),
+                r.leader_id(),
+                r.log().committed().0,
+                r.log().last_index().0,
+            )
+        });
+    let role = match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    };
     NodeStatus {
         id,
+        role: role.to_string(),
+        peers: peers.iter().map(|(&id, &addr)| (id, addr)).collect(),
         term,
         is_leader,
         leader_hint,

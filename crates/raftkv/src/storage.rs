@@ -30,7 +30,9 @@
 //! A failed write or fsync stops the process (exit code [`EXIT_STORAGE_FAILURE`]): after such
 //! a failure we cannot know what is durable, and acknowledging anything more could lose it.
 
-use raft::{Entry, HardState, InitialState, LogIndex, SnapshotData, SnapshotMeta, Storage, Term};
+use raft::{
+    Entry, HardState, InitialState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Storage, Term,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -41,6 +43,11 @@ use wal::{Wal, WalError, WalOptions};
 pub const EXIT_CORRUPT_DATA: i32 = 3;
 /// Exit code when a write or fsync fails while running.
 pub const EXIT_STORAGE_FAILURE: i32 = 4;
+/// Exit code when the data directory cannot be read or written at startup (permissions, a
+/// read-only file system, no space, not a directory): nothing is damaged.
+pub const EXIT_DATA_DIR_UNUSABLE: i32 = 5;
+/// Exit code when another process holds the data directory.
+pub const EXIT_DATA_DIR_IN_USE: i32 = 6;
 
 /// Largest snapshot accepted, written or received (a bound on a corrupt or hostile length).
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
@@ -64,6 +71,10 @@ struct StoredEntryRef<'a> {
 }
 
 pub struct WalStorage {
+    /// Held open for the life of the process: it holds the data directory's lock.
+    _lock: std::fs::File,
+    /// This node's id, for log lines.
+    node: NodeId,
     dir: PathBuf,
     wal: Wal,
     recovered: Option<InitialState>,
@@ -79,14 +90,93 @@ pub struct WalStorage {
     incoming: Option<(SnapshotMeta, IncomingSnapshot)>,
 }
 
+/// Why a data directory could not be opened. [`OpenError::exit_code`] tells them apart for
+/// the operator: damage needs a repair (restore the replica), an I/O error needs the
+/// directory fixed (permissions, space, a read-only mount), and a directory in use needs the
+/// other process stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("{0}")]
+    #[error("data directory {} is in use by {}", dir.display(), holder(*pid))]
+    InUse { dir: PathBuf, pid: Option<u32> },
+    #[error(transparent)]
     Wal(#[from] WalError),
     #[error("corrupt record in {dir}: {reason}")]
     Decode { dir: String, reason: String },
     #[error("the log in {dir} {reason}")]
     MissingLog { dir: String, reason: String },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map_or("another process".to_string(), |pid| format!("pid {pid}"))
+}
+
+impl OpenError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            OpenError::InUse { .. } => EXIT_DATA_DIR_IN_USE,
+            OpenError::Wal(WalError::Io { .. }) => EXIT_DATA_DIR_UNUSABLE,
+            _ => EXIT_CORRUPT_DATA,
+        }
+    }
+
+    /// Whether the directory's contents are damaged (rather than unreachable or busy).
+    pub fn is_damage(&self) -> bool {
+        self.exit_code() == EXIT_CORRUPT_DATA
+    }
+}
+
+/// The name of the lock file in a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the advisory lock on `<dir>/LOCK` (creating the directory if needed) and writes our
+/// pid into the file, so that a second process is told who holds it. The lock lasts as long
+/// as the returned file is open, and the kernel releases it when the process dies, however it
+/// dies.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    use std::io::{Read, Seek, Write};
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Wal(WalError::Io { op, path, source })
+    };
+    std::fs::create_dir_all(dir).map_err(io("create data directory", dir))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(OpenError::InUse {
+                dir: dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io("write lock file", &path))?;
+    Ok(file)
+}
+
+/// An error and its causes, one after the other.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn to_wal(meta: SnapshotMeta) -> wal::SnapshotMeta {
@@ -106,18 +196,24 @@ fn from_wal(meta: wal::SnapshotMeta) -> SnapshotMeta {
 }
 
 /// Stops the process after a failed write: see the module docs.
-fn fatal(e: impl std::fmt::Display) -> ! {
-    eprintln!("raftkv: fatal storage failure, stopping: {e}");
+fn fatal(e: impl Into<Box<dyn std::error::Error>>) -> ! {
+    eprintln!(
+        "raftkv: fatal storage failure, stopping: {}",
+        chain(e.into().as_ref())
+    );
     std::process::exit(EXIT_STORAGE_FAILURE);
 }
 
 impl WalStorage {
-    /// Opens and recovers the data directory. Returns the path of any torn tail that recovery
-    /// cut off (a copy is kept in the directory).
+    /// Locks (creating it if needed), opens and recovers the data directory. Returns the path
+    /// of any torn tail that recovery cut off (a copy is kept in the directory).
     pub fn open(
+        node: NodeId,
         dir: &Path,
         segment_bytes: u64,
     ) -> Result<(WalStorage, Option<PathBuf>), OpenError> {
+        // Before anything else touches the directory: a second process must change nothing.
+        let lock = lock_data_dir(dir)?;
         let loaded = snapshot::load_snapshot(dir, MAX_SNAPSHOT_BYTES)?;
         let snapshot = loaded.as_ref().map(|(meta, _)| from_wal(*meta));
         // The entries the snapshot covers are not kept, only its last one (whose term says
@@ -156,7 +252,26 @@ impl WalStorage {
                 reason,
             }
         })?;
+        let log = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => format!("log entries {}..={}", first.index, last.index),
+            _ => "no log entries".to_string(),
+        };
+        let snapshot_text = snapshot.map_or("no snapshot".to_string(), |s| {
+            format!("a snapshot at index {} ({} bytes)", s.index, s.len)
+        });
+        let vote = hard_state
+            .vote
+            .map_or("no vote".to_string(), |v| format!("voted for {v}"));
+        tracing::info!(
+            node,
+            term = hard_state.term.0,
+            "recovered {}: {snapshot_text}, {log}; term {}, {vote}",
+            dir.display(),
+            hard_state.term,
+        );
         let storage = WalStorage {
+            _lock: lock,
+            node,
             dir: dir.to_path_buf(),
             wal,
             recovered: Some(InitialState {
@@ -206,6 +321,7 @@ impl WalStorage {
     fn start_writing(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
         let (tx, rx) = mpsc::channel();
         let dir = self.dir.clone();
+        let node = self.node;
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let result = snapshot::write_snapshot_tmp_with(
@@ -217,6 +333,7 @@ impl WalStorage {
             );
             if let Ok(prepared) = &result {
                 tracing::info!(
+                    node,
                     "snapshot at index {index}: {} bytes written in {:?}",
                     prepared.meta().len,
                     started.elapsed()
@@ -233,6 +350,7 @@ impl WalStorage {
         self.startup_data = None;
         self.wal.compact(meta.index.0)?;
         tracing::info!(
+            node = self.node,
             "snapshot at index {} (term {}, {} bytes) is durable; the log before it is compacted",
             meta.index,
             meta.term,

@@ -54,11 +54,18 @@ async fn peer_sender(
     mut queue: mpsc::Receiver<Message>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    // Whether a failure to connect was logged since the last connection, so that each loss
+    // and each recovery is logged once, not at every retry.
+    let mut unreachable_logged = false;
     loop {
         let stream = match TcpStream::connect(addr).await {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(peer, %addr, "connect failed: {e}");
+                if !unreachable_logged {
+                    tracing::info!(node = me, peer, %addr, "peer {peer} unreachable: {e}");
+                    unreachable_logged = true;
+                }
+                tracing::debug!(node = me, peer, %addr, "connect failed: {e}");
                 // What queued up meanwhile is stale; Raft resends what still matters.
                 while queue.try_recv().is_ok() {}
                 tokio::time::sleep(backoff).await;
@@ -76,7 +83,8 @@ async fn peer_sender(
             continue;
         }
         backoff = BACKOFF_MIN;
-        tracing::info!(peer, %addr, "connected to peer");
+        tracing::info!(node = me, peer, %addr, "connected to peer {peer}");
+        unreachable_logged = false;
         loop {
             let Some(first) = queue.recv().await else {
                 return;
@@ -87,7 +95,7 @@ async fn peer_sender(
                 failed = failed || framed.feed(wire::encode(&msg)).await.is_err();
             }
             if failed || SinkExt::<bytes::Bytes>::flush(&mut framed).await.is_err() {
-                tracing::info!(peer, %addr, "lost connection to peer");
+                tracing::info!(node = me, peer, %addr, "lost the connection to peer {peer}");
                 break;
             }
         }

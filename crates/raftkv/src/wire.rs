@@ -9,6 +9,7 @@ use bytes::Bytes;
 use kv::{KvReply, Op};
 use raft::NodeId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::net::SocketAddr;
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// The largest frame accepted or sent. An AppendEntries carries at most about 1 MiB of
@@ -43,8 +44,17 @@ pub enum ClientFrame {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ServerFrame {
-    Reply { id: u64, reply: KvReply },
-    Status { id: u64, status: NodeStatus },
+    /// `leader`: who the answering node believes leads, so that a client sent away with
+    /// `WrongLeader` knows where to go.
+    Reply {
+        id: u64,
+        reply: KvReply,
+        leader: Option<NodeId>,
+    },
+    Status {
+        id: u64,
+        status: NodeStatus,
+    },
 }
 
 impl ServerFrame {
@@ -59,9 +69,13 @@ impl ServerFrame {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: NodeId,
+    /// "leader", "follower", "candidate" or "pre-candidate".
+    pub role: String,
     pub term: u64,
     pub is_leader: bool,
     pub leader_hint: Option<NodeId>,
+    /// Every node of the cluster and its address for peers and clients, this one included.
+    pub peers: Vec<(NodeId, SocketAddr)>,
     pub commit_index: u64,
     pub last_index: u64,
     pub applied_index: u64,

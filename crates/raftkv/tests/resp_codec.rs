@@ -484,6 +484,7 @@ async fn the_connection_ends_when_the_client_goes_away_mid_request() {
 async fn no_answer_in_time_is_reported_as_an_unknown_outcome() {
     let config = ClerkConfig {
         rpc_timeout: Duration::from_millis(10),
+        first_attempt_timeout: None,
         retry_pause: Duration::from_millis(1),
         deadline: Some(Duration::from_millis(30)),
     };

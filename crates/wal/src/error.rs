@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 /// may already have dropped the dirty pages, so a second fsync can succeed without the data.
 #[derive(thiserror::Error, Debug)]
 pub enum WalError {
-    /// An operating-system call failed.
-    #[error("{op} {}: {source}", path.display())]
+    /// An operating-system call failed. (The message leaves the cause to `source()`, so that
+    /// an error chain prints it once.)
+    #[error("cannot {op} {}", path.display())]
     Io {
         /// What was being done, e.g. "fsync segment".
         op: &'static str,

@@ -19,7 +19,8 @@
 //!   [`WalError::InvalidAppend`] leaves durability unknown: the `Wal` is poisoned and the process
 //!   must stop and recover by reopening. Never retry an fsync; after a failure the kernel may
 //!   have discarded the dirty pages and a retry can report success without the data.
-//! * One `Wal` per directory at a time; the directory is not locked.
+//! * One `Wal` per directory at a time. This crate does not lock the directory; its user must
+//!   (raftkv's storage holds an advisory lock on a `LOCK` file in it).
 //! * [`snapshot`] keeps the snapshot files, in the same directory.
 //!
 //! # On-disk format

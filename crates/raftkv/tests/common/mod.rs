@@ -84,10 +84,36 @@ impl Cluster {
         cmd
     }
 
+    /// Starts node `i`, its log lines appended to `log_path(i)` (a pipe nobody reads would
+    /// fill up and stall the node).
     pub fn start_node(&mut self, i: usize) {
         assert!(self.procs[i].is_none(), "node {i} is running");
-        let child = self.command(i).spawn().expect("spawn raftkv server");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("open the node's log file");
+        let child = self
+            .command(i)
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftkv server");
         self.procs[i] = Some(child);
+    }
+
+    /// Where node `i` writes its log lines.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{}.log", i + 1))
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// The process id of node `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
     }
 
     /// kill -9.

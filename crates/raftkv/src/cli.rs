@@ -1,0 +1,352 @@
+//! The client commands of the `raftkv` binary: `get`, `put`, `append`, `status`.
+//!
+//! Every command first asks the given endpoints for their status (all at once, briefly):
+//! that tells it every node of the cluster and who leads, so one endpoint is enough and
+//! requests go to the leader first; and if no endpoint answers, the command fails at once
+//! with a message that says so, rather than retrying until its deadline.
+
+use anyhow::Context;
+use kv::{Clerk, ClerkConfig, ClerkError};
+use raftkv::client::TcpClient;
+use raftkv::wire::NodeStatus;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The local cluster's endpoints, which the client commands use by default.
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+/// How long a status question may take (a digest reads the whole state: longer).
+const STATUS_PATIENCE: Duration = Duration::from_secs(2);
+const DIGEST_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The largest value read from standard input.
+const MAX_STDIN_VALUE: u64 = 64 << 20;
+
+/// Exit code of `status` when a node is unreachable or the cluster has no leader.
+pub const EXIT_UNHEALTHY: i32 = 1;
+
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// Nodes to ask, host:port,... (one is enough: it tells the others)
+    /// [default: $RAFTKV_ENDPOINTS, else the local cluster's]
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Give up after this many seconds without an answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+/// What the endpoints said about the cluster.
+struct Discovery {
+    /// Every answer, by the endpoint that gave it.
+    answers: Vec<(String, Result<NodeStatus, String>)>,
+}
+
+impl Discovery {
+    /// The cluster's nodes by id, with an address for each: the one the user gave for that
+    /// node if any (it is known to be reachable from here), else the one its peers use.
+    fn nodes(&self) -> BTreeMap<u64, SocketAddr> {
+        let mut nodes = BTreeMap::new();
+        for (_, answer) in &self.answers {
+            if let Ok(s) = answer {
+                for &(id, addr) in &s.peers {
+                    nodes.entry(id).or_insert(addr);
+                }
+            }
+        }
+        for (endpoint, answer) in &self.answers {
+            if let (Ok(s), Ok(addr)) = (answer, endpoint.parse::<SocketAddr>()) {
+                nodes.insert(s.id, addr);
+            }
+        }
+        nodes
+    }
+
+    /// The leader of the highest term any node reported, if some node knows it.
+    fn leader(&self) -> Option<u64> {
+        self.answers
+            .iter()
+            .filter_map(|(_, a)| a.as_ref().ok())
+            .max_by_key(|s| (s.term, s.is_leader))
+            .and_then(|s| s.leader_hint)
+    }
+
+    /// A client of every node, the leader first.
+    fn client(&self) -> TcpClient {
+        let mut nodes: Vec<(u64, SocketAddr)> = self.nodes().into_iter().collect();
+        if let Some(leader) = self.leader() {
+            nodes.sort_by_key(|&(id, _)| id != leader);
+        }
+        TcpClient::for_cluster(nodes)
+    }
+}
+
+/// Resolves `endpoint` (host names allowed) to one address.
+async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host(endpoint)
+        .await
+        .map_err(|e| format!("cannot resolve {endpoint:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{endpoint:?} resolves to no address"))
+}
+
+/// One endpoint's status, within `patience`.
+async fn ask(endpoint: &str, digest: bool, patience: Duration) -> Result<NodeStatus, String> {
+    let addr = resolve(endpoint).await?;
+    let client = TcpClient::new(vec![addr]);
+    match tokio::time::timeout(patience, client.status(0, digest)).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from {endpoint} within {patience:?}")),
+    }
+}
+
+fn endpoints(args: &ClientArgs) -> Vec<String> {
+    if !args.endpoints.is_empty() {
+        return args.endpoints.clone();
+    }
+    std::env::var("RAFTKV_ENDPOINTS")
+        .unwrap_or_else(|_| DEFAULT_ENDPOINTS.into())
+        .split(',')
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// Asks every endpoint at once; fails if none answers.
+async fn discover(args: &ClientArgs) -> anyhow::Result<Discovery> {
+    let endpoints = endpoints(args);
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoints given");
+    let asks = endpoints
+        .iter()
+        .map(|e| async move { (e.clone(), ask(e, false, STATUS_PATIENCE).await) });
+    let answers = futures::future::join_all(asks).await;
+    if answers.iter().all(|(_, a)| a.is_err()) {
+        let why: Vec<String> = answers
+            .iter()
+            .filter_map(|(_, a)| a.as_ref().err().cloned())
+            .collect();
+        anyhow::bail!(
+            "cannot reach any node at {} ({}); is a cluster running? `raftkv cluster` starts one",
+            endpoints.join(","),
+            why.join("; ")
+        );
+    }
+    Ok(Discovery { answers })
+}
+
+async fn clerk(args: &ClientArgs) -> anyhow::Result<Clerk<TcpClient>> {
+    let discovery = discover(args).await?;
+    let config = ClerkConfig {
+        deadline: Some(Duration::from_secs(args.timeout)),
+        first_attempt_timeout: Some(Duration::from_millis(500)),
+        ..ClerkConfig::default()
+    };
+    Ok(Clerk::new(discovery.client(), rand::random(), config))
+}
+
+/// Closes the call's session, so that the cluster forgets it now rather than when it needs the
+/// room. Best effort and brief: the answer is already printed, and eviction would do it later.
+async fn close_session(mut ck: Clerk<TcpClient>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ck.close()).await;
+}
+
+/// Turns a Clerk error into a message that says what happened and what it means.
+fn explain(e: ClerkError) -> anyhow::Error {
+    match e {
+        ClerkError::Rejected(e) => anyhow::anyhow!("refused: {e}"),
+        ClerkError::Deadline { waited, last } if last.contains("wrong leader") => {
+            anyhow::anyhow!(
+                "no leader after {waited:.1?}: is a majority of the nodes up? \
+                 (the operation may or may not have taken effect)"
+            )
+        }
+        ClerkError::Deadline { waited, last } => anyhow::anyhow!(
+            "no answer after {waited:.1?} ({last}); the operation may or may not have taken effect"
+        ),
+    }
+}
+
+/// A value given on the command line, or read from standard input for `-`.
+fn value_arg(value: String) -> anyhow::Result<String> {
+    if value != "-" {
+        return Ok(value);
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN_VALUE + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the value from standard input")?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_STDIN_VALUE,
+        "the value on standard input exceeds {MAX_STDIN_VALUE} bytes"
+    );
+    String::from_utf8(bytes).context("the value on standard input is not UTF-8")
+}
+
+pub async fn get(key: String, json: bool, args: &ClientArgs) -> anyhow::Result<()> {
+    let mut ck = clerk(args).await?;
+    let value = ck.get(&key).await.map_err(explain)?;
+    if json {
+        println!("{}", serde_json::json!({ "key": key, "value": value }));
+    } else {
+        println!("{value}");
+    }
+    close_session(ck).await;
+    Ok(())
+}
+
+pub async fn put(key: String, value: String, args: &ClientArgs) -> anyhow::Result<()> {
+    let value = value_arg(value)?;
+    let mut ck = clerk(args).await?;
+    ck.put(&key, &value).await.map_err(explain)?;
+    println!("OK");
+    close_session(ck).await;
+    Ok(())
+}
+
+pub async fn append(key: String, value: String, args: &ClientArgs) -> anyhow::Result<()> {
+    let value = value_arg(value)?;
+    let mut ck = clerk(args).await?;
+    ck.append(&key, &value).await.map_err(explain)?;
+    println!("OK");
+    close_session(ck).await;
+    Ok(())
+}
+
+/// One node's line of `raftkv status`.
+#[derive(Serialize)]
+struct NodeReport {
+    id: Option<u64>,
+    endpoint: String,
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_index: Option<u64>,
+    /// How far its applied index is behind the leader's commit index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+}
+
+/// Prints every node's view and returns the exit code: 0 when every node answered and one
+/// leader leads the highest term, [`EXIT_UNHEALTHY`] otherwise.
+pub async fn status(args: &ClientArgs, digest: bool, json: bool) -> anyhow::Result<i32> {
+    let discovery = discover(args).await?;
+    let patience = if digest {
+        DIGEST_PATIENCE
+    } else {
+        STATUS_PATIENCE
+    };
+    let nodes = discovery.nodes();
+    let asks = nodes.iter().map(|(&id, addr)| async move {
+        let endpoint = addr.to_string();
+        (id, endpoint.clone(), ask(&endpoint, digest, patience).await)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let leader = answers
+        .iter()
+        .filter_map(|(_, _, a)| a.as_ref().ok())
+        .filter(|s| s.is_leader)
+        .max_by_key(|s| s.term);
+    let leader_commit = leader.map(|s| s.commit_index);
+    let reports: Vec<NodeReport> = answers
+        .iter()
+        .map(|(id, endpoint, answer)| match answer {
+            Ok(s) => NodeReport {
+                id: Some(s.id),
+                endpoint: endpoint.clone(),
+                reachable: true,
+                error: None,
+                role: Some(s.role.clone()),
+                term: Some(s.term),
+                leader: s.leader_hint,
+                commit_index: Some(s.commit_index),
+                applied_index: Some(s.applied_index),
+                last_index: Some(s.last_index),
+                lag: leader_commit.map(|c| c.saturating_sub(s.applied_index)),
+                digest: s.state_digest.map(|d| format!("{d:016x}")),
+            },
+            Err(e) => NodeReport {
+                id: Some(*id),
+                endpoint: endpoint.clone(),
+                reachable: false,
+                error: Some(e.clone()),
+                role: None,
+                term: None,
+                leader: None,
+                commit_index: None,
+                applied_index: None,
+                last_index: None,
+                lag: None,
+                digest: None,
+            },
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            print_report(r);
+        }
+    }
+    let unreachable: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.reachable)
+        .map(|r| r.endpoint.clone())
+        .collect();
+    let mut problems = Vec::new();
+    if !unreachable.is_empty() {
+        problems.push(format!("unreachable: {}", unreachable.join(", ")));
+    }
+    if leader.is_none() {
+        problems.push("no node says it leads".to_string());
+    }
+    if problems.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("raftkv: {}", problems.join("; "));
+        Ok(EXIT_UNHEALTHY)
+    }
+}
+
+fn print_report(r: &NodeReport) {
+    let id = r.id.map_or("?".to_string(), |id| id.to_string());
+    let (Some(role), Some(term)) = (&r.role, r.term) else {
+        println!(
+            "node {id}  {}  unreachable ({})",
+            r.endpoint,
+            r.error.as_deref().unwrap_or("?")
+        );
+        return;
+    };
+    let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "node {id}  {}  {role:<13} term {term}  leader {}  commit {}  applied {}  last {}  lag {}{}",
+        r.endpoint,
+        or_dash(r.leader),
+        or_dash(r.commit_index),
+        or_dash(r.applied_index),
+        or_dash(r.last_index),
+        or_dash(r.lag),
+        r.digest
+            .as_ref()
+            .map_or(String::new(), |d| format!("  digest {d}"))
+    );
+}
