@@ -230,9 +230,9 @@ async fn serve_client(
             }
             ClientFrame::Status { id, digest } => {
                 let status = if digest {
-                    status_with_digest(&kv, &peers).await
+                    status_with_digest(&kv, peers).await
                 } else {
-                    status(&kv, &peers)
+                    status(&kv, peers)
                 };
                 let _ = tx.send(ServerFrame::Status { id, status }).await;
             }
