@@ -46,7 +46,8 @@ enum LogFormat {
 enum Command {
     /// Run one server node.
     Server(ServerArgs),
-    /// Run a local cluster of server processes on 127.0.0.1 (Ctrl-C stops it).
+    /// Run a local cluster of server processes on 127.0.0.1, restarting any that dies
+    /// (Ctrl-C stops it); or stop and start one of its nodes.
     Cluster(ClusterArgs),
     /// Print the value of KEY ("" if it has none).
     Get {
@@ -132,11 +133,13 @@ struct ServerArgs {
 
 #[derive(clap::Args)]
 struct ClusterArgs {
+    #[command(subcommand)]
+    action: Option<ClusterAction>,
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Where the nodes keep their data (one subdirectory per node).
-    #[arg(long, default_value = "./raftkv-data")]
+    #[arg(long, default_value = "./raftkv-data", global = true)]
     data_dir: PathBuf,
     /// Port of node 1 for peers and clients; node n uses base + n - 1.
     #[arg(long, default_value_t = 7001)]
@@ -153,6 +156,14 @@ fn resolve_peer(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("bad address {addr:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Stop node ID of a running local cluster and keep it down (to watch a failover).
+    StopNode { id: u64 },
+    /// Start node ID of a running local cluster again.
+    StartNode { id: u64 },
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -232,15 +243,19 @@ fn main() {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => run_server(args).await,
-        Command::Cluster(args) => {
-            cluster::run(ClusterOptions {
-                nodes: args.nodes,
-                data_dir: args.data_dir,
-                base_port: args.base_port,
-                resp_base_port: args.resp_base_port,
-            })
-            .await
-        }
+        Command::Cluster(args) => match args.action {
+            Some(ClusterAction::StopNode { id }) => cluster::stop_node(&args.data_dir, id),
+            Some(ClusterAction::StartNode { id }) => cluster::start_node(&args.data_dir, id),
+            None => {
+                cluster::run(ClusterOptions {
+                    nodes: args.nodes,
+                    data_dir: args.data_dir,
+                    base_port: args.base_port,
+                    resp_base_port: args.resp_base_port,
+                })
+                .await
+            }
+        },
         Command::Get { key, json, client } => cli::get(key, json, &client).await,
         Command::Put { key, value, client } => cli::put(key, value, &client).await,
         Command::Append { key, value, client } => cli::append(key, value, &client).await,
