@@ -129,6 +129,15 @@ struct ServerArgs {
     /// Size of a log segment file; compaction deletes whole segments.
     #[arg(long, default_value_t = raftkv::storage::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     wal_segment_bytes: u64,
+    /// A deliberate bug, for the tests that must catch it.
+    #[arg(long, hide = true, value_enum, default_value_t = Fault::None)]
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fault {
+    None,
+    SlowFailover,
 }
 
 #[derive(clap::Args)]
@@ -288,6 +297,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         snapshot_log_percent: args.snapshot_log_percent,
         max_sessions: args.max_sessions as usize,
         segment_bytes: args.wal_segment_bytes,
+        fault: match args.fault {
+            Fault::None => node::ServerFault::None,
+            Fault::SlowFailover => node::ServerFault::SlowFailover,
+        },
     };
     let server = node::start(opts).await?;
     tracing::info!(

@@ -45,6 +45,20 @@ pub struct ServerOptions {
     pub max_sessions: usize,
     /// Size of a log segment on disk.
     pub segment_bytes: u64,
+    /// A deliberate bug for the tests that must catch it.
+    #[doc(hidden)]
+    pub fault: ServerFault,
+}
+
+/// Ways to break a server on purpose, so that tests with real processes show they can fail.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerFault {
+    #[default]
+    None,
+    /// RESP forwarding ignores the local node's view of the leader and waits out each
+    /// attempt's full time-out, as it did before it followed leader changes.
+    SlowFailover,
 }
 
 /// A running server.
@@ -115,8 +129,20 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                 .filter(|(&id, _)| id != opts.id)
                 .map(|(&id, &a)| (id, a)),
         );
-        let client = TcpClient::following(nodes, kv.raft().watch_leader());
-        let make_clerk = move || Clerk::new(client.clone(), rand::random(), forwarding_clerk());
+        let (client, config) = match opts.fault {
+            ServerFault::SlowFailover => (
+                TcpClient::new(nodes.into_iter().map(|(_, a)| a).collect()),
+                ClerkConfig {
+                    deadline: Some(Duration::from_secs(10)),
+                    ..ClerkConfig::default()
+                },
+            ),
+            ServerFault::None => (
+                TcpClient::following(nodes, kv.raft().watch_leader()),
+                forwarding_clerk(),
+            ),
+        };
+        let make_clerk = move || Clerk::new(client.clone(), rand::random(), config.clone());
         let limits = crate::resp::RespLimits::for_values(opts.limits.max_value_bytes);
         tokio::spawn(crate::resp::serve(listener, make_clerk, limits));
     }
