@@ -14,5 +14,5 @@ pub mod state_machine;
 
 pub use clerk::{Clerk, ClerkConfig, ClerkError, ClientTransport, RpcError};
 pub use op::{KvError, KvReply, Limits, Op, OpKind};
-pub use server::{Fault, KvConfig, KvServer, SnapshotPolicy};
+pub use server::{Fault, KvConfig, KvServer, KvStats, SnapshotPolicy};
 pub use state_machine::{KvStateMachine, RestoreError, StateImage, DEFAULT_MAX_SESSIONS};

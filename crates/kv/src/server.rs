@@ -13,6 +13,7 @@ use crate::op::{KvError, KvReply, Limits, Op, OpKind};
 use crate::state_machine::{KvStateMachine, StateImage, DEFAULT_MAX_SESSIONS};
 use raft::{ApplyMsg, Handle, LogIndex};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -112,6 +113,21 @@ struct Shared {
     /// The last index the apply loop applied. Changed only under the `state` lock (taken
     /// first), so that the two are read consistently together.
     applied: Mutex<u64>,
+    /// Proposals whose handler saw them applied, and those it gave up on (leadership lost,
+    /// time-out): for metrics.
+    proposals_committed: AtomicU64,
+    proposals_failed: AtomicU64,
+}
+
+/// Counters of a server, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvStats {
+    pub proposals_committed: u64,
+    pub proposals_failed: u64,
+    /// Handlers waiting for their entry now.
+    pub proposals_pending: u64,
+    pub sessions: u64,
+    pub keys: u64,
 }
 
 #[derive(Clone)]
@@ -132,6 +148,8 @@ impl KvServer {
             config,
             waiters: Mutex::new(BTreeMap::new()),
             applied: Mutex::new(0),
+            proposals_committed: AtomicU64::new(0),
+            proposals_failed: AtomicU64::new(0),
         });
         tokio::spawn(apply_loop(apply, shared.clone(), raft.clone()));
         KvServer { raft, shared }
@@ -144,6 +162,20 @@ impl KvServer {
     /// Stops the server and its Raft peer. Waiting handlers answer `WrongLeader`.
     pub fn kill(&self) {
         self.raft.kill();
+    }
+
+    pub fn stats(&self) -> KvStats {
+        let (sessions, keys) = {
+            let state = lock(&self.shared.state);
+            (state.sessions() as u64, state.len() as u64)
+        };
+        KvStats {
+            proposals_committed: self.shared.proposals_committed.load(Ordering::Relaxed),
+            proposals_failed: self.shared.proposals_failed.load(Ordering::Relaxed),
+            proposals_pending: lock(&self.shared.waiters).len() as u64,
+            sessions,
+            keys,
+        }
     }
 
     /// The last log index applied to the state machine.
@@ -228,7 +260,14 @@ impl KvServer {
         loop {
             tokio::select! {
                 biased;
-                reply = &mut done => return reply.unwrap_or(Err(KvError::WrongLeader)),
+                reply = &mut done => {
+                    let counter = match reply {
+                        Ok(_) => &self.shared.proposals_committed,
+                        Err(_) => &self.shared.proposals_failed,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return reply.unwrap_or(Err(KvError::WrongLeader));
+                }
                 _ = sleep(config.leadership_poll) => {
                     let (now_term, is_leader) = self.raft.state();
                     let error = if self.raft.is_killed() || now_term != term || !is_leader {
@@ -239,6 +278,7 @@ impl KvServer {
                         continue;
                     };
                     self.forget(index, &op);
+                    self.shared.proposals_failed.fetch_add(1, Ordering::Relaxed);
                     return Err(error);
                 }
             }

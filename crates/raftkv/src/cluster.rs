@@ -27,6 +27,8 @@ pub struct ClusterOptions {
     pub data_dir: PathBuf,
     pub base_port: u16,
     pub resp_base_port: u16,
+    /// Metrics port of node 1 (node n: + n - 1); 0: no metrics.
+    pub metrics_base_port: u16,
 }
 
 /// A node stopped by hand stays down while this file is in its data directory.
@@ -171,9 +173,16 @@ pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             .args(["--resp", &format!("127.0.0.1:{resp}")])
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        let metrics = if opts.metrics_base_port == 0 {
+            String::new()
+        } else {
+            let port = opts.metrics_base_port + (id - 1) as u16;
+            command.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+            format!("  metrics http://127.0.0.1:{port}/metrics")
+        };
         die_with_parent(&mut command);
         println!(
-            "  node {id}: raftkv 127.0.0.1:{rpc}  redis 127.0.0.1:{resp}  data {}",
+            "  node {id}: raftkv 127.0.0.1:{rpc}  redis 127.0.0.1:{resp}{metrics}  data {}",
             dir.display()
         );
         let mut node = Node {

@@ -8,9 +8,11 @@
 //! - [`node`]: one server process.
 //! - [`cluster`]: a local cluster of server processes.
 //! - [`resp`]: the Redis-protocol front end.
+//! - [`metrics`]: Prometheus metrics.
 
 pub mod client;
 pub mod cluster;
+pub mod metrics;
 pub mod node;
 pub mod resp;
 pub mod storage;

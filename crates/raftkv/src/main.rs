@@ -126,6 +126,9 @@ struct ServerArgs {
     /// applied twice.
     #[arg(long, default_value_t = kv::DEFAULT_MAX_SESSIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_sessions: u64,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// Size of a log segment file; compaction deletes whole segments.
     #[arg(long, default_value_t = raftkv::storage::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     wal_segment_bytes: u64,
@@ -156,6 +159,9 @@ struct ClusterArgs {
     /// Redis-protocol port of node 1; node n uses base + n - 1.
     #[arg(long, default_value_t = 6381)]
     resp_base_port: u16,
+    /// Prometheus metrics port of node 1; node n uses base + n - 1 (0: no metrics).
+    #[arg(long, default_value_t = 9101)]
+    metrics_base_port: u16,
 }
 
 /// A peer address: host:port, the host a name or an IP address.
@@ -261,6 +267,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     data_dir: args.data_dir,
                     base_port: args.base_port,
                     resp_base_port: args.resp_base_port,
+                    metrics_base_port: args.metrics_base_port,
                 })
                 .await
             }
@@ -297,6 +304,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         snapshot_log_percent: args.snapshot_log_percent,
         max_sessions: args.max_sessions as usize,
         segment_bytes: args.wal_segment_bytes,
+        metrics: args.metrics_addr,
         fault: match args.fault {
             Fault::None => node::ServerFault::None,
             Fault::SlowFailover => node::ServerFault::SlowFailover,
@@ -305,11 +313,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let server = node::start(opts).await?;
     tracing::info!(
         node = args.id,
-        "serving on {}{}",
+        "serving on {}{}{}",
         server.listen,
         server
             .resp
             .map(|a| format!(", redis protocol on {a}"))
+            .unwrap_or_default(),
+        server
+            .metrics
+            .map(|a| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -2,6 +2,7 @@
 //! the TCP listener for peers and clients, and the optional Redis-protocol listener.
 
 use crate::client::TcpClient;
+use crate::metrics::{Metrics, MetricsRegistry};
 use crate::storage::WalStorage;
 use crate::transport::TcpTransport;
 use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
@@ -45,6 +46,8 @@ pub struct ServerOptions {
     pub max_sessions: usize,
     /// Size of a log segment on disk.
     pub segment_bytes: u64,
+    /// Where to serve Prometheus metrics, if at all.
+    pub metrics: Option<SocketAddr>,
     /// A deliberate bug for the tests that must catch it.
     #[doc(hidden)]
     pub fault: ServerFault,
@@ -66,6 +69,7 @@ pub struct Server {
     pub kv: KvServer,
     pub listen: SocketAddr,
     pub resp: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Opens the storage and starts serving. Storage errors come back as
@@ -77,7 +81,9 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         "--peers must include this node's id {}",
         opts.id
     );
-    let (storage, torn) = WalStorage::open(opts.id, &opts.data_dir, opts.segment_bytes)?;
+    let (mut storage, torn) = WalStorage::open(opts.id, &opts.data_dir, opts.segment_bytes)?;
+    let metrics = Metrics::default();
+    storage.set_metrics(metrics.clone());
     if let Some(path) = torn {
         tracing::warn!(
             "recovery cut an incomplete last record; its bytes are in {}",
@@ -89,6 +95,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let listen = listener.local_addr()?;
+    // Bound before the node starts, so that a port in use is an error at startup.
+    let metrics_listener = match opts.metrics {
+        Some(addr) => Some(crate::metrics::listen(addr).await?),
+        None => None,
+    };
 
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let transport = TcpTransport::start(opts.id, &opts.peers);
@@ -106,11 +117,19 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         ..KvConfig::default()
     };
     let kv = KvServer::start(raft, apply, kv_config);
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        metrics_addr = Some(listener.local_addr()?);
+        let registry = Arc::new(MetricsRegistry::new(&metrics));
+        registry.attach(kv.clone());
+        tokio::spawn(crate::metrics::serve(listener, registry));
+    }
     tokio::spawn(accept_loop(
         listener,
         inbox_tx,
         kv.clone(),
         opts.peers.clone(),
+        metrics.clone(),
     ));
 
     let mut resp = None;
@@ -144,9 +163,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         };
         let make_clerk = move || Clerk::new(client.clone(), rand::random(), config.clone());
         let limits = crate::resp::RespLimits::for_values(opts.limits.max_value_bytes);
-        tokio::spawn(crate::resp::serve(listener, make_clerk, limits));
+        tokio::spawn(crate::resp::serve(listener, make_clerk, limits, metrics));
     }
-    Ok(Server { kv, listen, resp })
+    Ok(Server {
+        kv,
+        listen,
+        resp,
+        metrics: metrics_addr,
+    })
 }
 
 /// How a node forwards a RESP client's requests. A first attempt that gets no answer in
@@ -165,6 +189,7 @@ async fn accept_loop(
     inbox: mpsc::Sender<Message>,
     kv: KvServer,
     peers: BTreeMap<NodeId, SocketAddr>,
+    metrics: Metrics,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -183,8 +208,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (inbox, kv, peers) = (inbox.clone(), kv.clone(), peers.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, inbox, kv, &peers).await {
+            if let Err(e) = serve_connection(stream, inbox, kv, &peers, &metrics).await {
                 tracing::debug!(%addr, "connection closed: {e}");
             }
             drop(slot);
@@ -197,6 +223,7 @@ async fn serve_connection(
     inbox: mpsc::Sender<Message>,
     kv: KvServer,
     peers: &BTreeMap<NodeId, SocketAddr>,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let mut framed = Framed::new(stream, wire::codec());
     let first = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
@@ -206,6 +233,7 @@ async fn serve_connection(
     match wire::decode::<Hello>(&first)? {
         Hello::Peer { from } => {
             anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
+            let _open = metrics.connection("peer");
             while let Some(frame) = framed.next().await {
                 let msg: Message = wire::decode(&frame?)?;
                 anyhow::ensure!(
@@ -218,7 +246,10 @@ async fn serve_connection(
             }
             Ok(())
         }
-        Hello::Client => serve_client(framed, kv, peers).await,
+        Hello::Client => {
+            let _open = metrics.connection("client");
+            serve_client(framed, kv, peers, metrics).await
+        }
     }
 }
 
@@ -228,6 +259,7 @@ async fn serve_client(
     framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
     kv: KvServer,
     peers: &BTreeMap<NodeId, SocketAddr>,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(CLIENT_INFLIGHT);
@@ -247,8 +279,14 @@ async fn serve_client(
             ClientFrame::Request { id, op } => {
                 let permit = inflight.clone().acquire_owned().await?;
                 let (kv, tx) = (kv.clone(), tx.clone());
+                let duration = metrics
+                    .requests
+                    .get_or_create(&Metrics::op_label(&op.kind))
+                    .clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let reply = kv.handle(op).await;
+                    duration.observe(started.elapsed().as_secs_f64());
                     let leader = kv.raft().inspect(|r| r.leader_id());
                     let _ = tx.send(ServerFrame::Reply { id, reply, leader }).await;
                     drop(permit);

@@ -30,6 +30,7 @@
 //! A failed write or fsync stops the process (exit code [`EXIT_STORAGE_FAILURE`]): after such
 //! a failure we cannot know what is durable, and acknowledging anything more could lose it.
 
+use crate::metrics::Metrics;
 use raft::{
     Entry, HardState, InitialState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Storage, Term,
 };
@@ -75,6 +76,7 @@ pub struct WalStorage {
     _lock: std::fs::File,
     /// This node's id, for log lines.
     node: NodeId,
+    metrics: Metrics,
     dir: PathBuf,
     wal: Wal,
     recovered: Option<InitialState>,
@@ -272,6 +274,7 @@ impl WalStorage {
         let storage = WalStorage {
             _lock: lock,
             node,
+            metrics: Metrics::default(),
             dir: dir.to_path_buf(),
             wal,
             recovered: Some(InitialState {
@@ -287,6 +290,16 @@ impl WalStorage {
             incoming: None,
         };
         Ok((storage, recovered.truncated))
+    }
+
+    /// Records fsync and snapshot timings into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        if let Some(s) = self.snapshot {
+            metrics
+                .snapshot_size
+                .set(i64::try_from(s.len).unwrap_or(i64::MAX));
+        }
+        self.metrics = metrics;
     }
 
     fn write(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), WalError> {
@@ -308,7 +321,11 @@ impl WalStorage {
             let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
             self.wal.append(first.index.0, &refs)?;
             // Group commit: one fsync for the whole batch.
+            let started = std::time::Instant::now();
             self.wal.sync()?;
+            self.metrics
+                .wal_fsync
+                .observe(started.elapsed().as_secs_f64());
         }
         if let Some(hs) = hard_state {
             let bytes = postcard::to_allocvec(hs).expect("hard state always serializes");
@@ -322,6 +339,7 @@ impl WalStorage {
         let (tx, rx) = mpsc::channel();
         let dir = self.dir.clone();
         let node = self.node;
+        let save_duration = self.metrics.snapshot_save.clone();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let result = snapshot::write_snapshot_tmp_with(
@@ -332,6 +350,7 @@ impl WalStorage {
                 |out| data.write_to(out),
             );
             if let Ok(prepared) = &result {
+                save_duration.observe(started.elapsed().as_secs_f64());
                 tracing::info!(
                     node,
                     "snapshot at index {index}: {} bytes written in {:?}",
@@ -347,6 +366,9 @@ impl WalStorage {
     /// Makes `meta` the current snapshot's and drops the log segments it covers.
     fn became_current(&mut self, meta: SnapshotMeta) -> Result<(), WalError> {
         self.snapshot = Some(meta);
+        self.metrics
+            .snapshot_size
+            .set(i64::try_from(meta.len).unwrap_or(i64::MAX));
         self.startup_data = None;
         self.wal.compact(meta.index.0)?;
         tracing::info!(

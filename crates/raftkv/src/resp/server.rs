@@ -3,6 +3,7 @@
 use super::codec::{Reply, RespCodec, RespError};
 use super::command::{self, After};
 use super::RespLimits;
+use crate::metrics::Metrics;
 use bytes::BytesMut;
 use kv::{Clerk, ClientTransport};
 use std::io;
@@ -126,7 +127,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
 /// At most `limits.max_clients` connections are served at once; a connection beyond that is
 /// told `-ERR max number of clients reached` and closed. A connection that fails, or a task
 /// that panics, affects no other connection.
-pub async fn serve<T, F>(listener: TcpListener, make_clerk: F, limits: RespLimits)
+pub async fn serve<T, F>(listener: TcpListener, make_clerk: F, limits: RespLimits, metrics: Metrics)
 where
     T: ClientTransport,
     F: Fn() -> Clerk<T> + Send + Sync + 'static,
@@ -153,8 +154,10 @@ where
         // Replies are batched by the connection loop, so Nagle would only add delay.
         let _ = stream.set_nodelay(true);
         let make_clerk = make_clerk.clone();
+        let open = metrics.connection("redis");
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = open;
             // Made here rather than in the accept loop, so that a panic in it ends only this
             // connection.
             let clerk = make_clerk();

@@ -18,6 +18,8 @@ pub struct Cluster {
     procs: Vec<Option<Child>>,
     /// Extra flags for every server.
     args: Vec<String>,
+    /// Extra flags for each server.
+    node_args: Vec<Vec<String>>,
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it for the server).
@@ -33,12 +35,22 @@ impl Cluster {
 
     /// A cluster whose servers all get the extra flags `args`.
     pub fn start_with(n: usize, args: &[&str]) -> Cluster {
+        Cluster::start_per_node(n, args, |_| Vec::new())
+    }
+
+    /// A cluster whose servers get the flags `args`, and server `i` also `node_args(i)`.
+    pub fn start_per_node(
+        n: usize,
+        args: &[&str],
+        node_args: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             rpc: (0..n).map(|_| free_port()).collect(),
             resp: (0..n).map(|_| free_port()).collect(),
             procs: (0..n).map(|_| None).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            node_args: (0..n).map(node_args).collect(),
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -78,6 +90,7 @@ impl Cluster {
         .arg(self.data_dir(i))
         .args(["--resp", &self.resp[i].to_string()])
         .args(&self.args)
+        .args(&self.node_args[i])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
