@@ -518,7 +518,12 @@ async fn the_server_limits_clients_and_survives_bad_ones() {
         max_clients: 2,
         ..RespLimits::default()
     };
-    tokio::spawn(serve(listener, make_clerk, limits));
+    tokio::spawn(serve(
+        listener,
+        make_clerk,
+        limits,
+        raftkv::metrics::Metrics::default(),
+    ));
 
     let connect = || async { tokio::net::TcpStream::connect(addr).await.unwrap() };
     let mut first = connect().await;
