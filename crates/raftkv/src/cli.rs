@@ -8,11 +8,13 @@
 use anyhow::Context;
 use kv::{Clerk, ClerkConfig, ClerkError};
 use raftkv::client::TcpClient;
+use raftkv::tls::{ClientTls, TlsFiles};
 use raftkv::wire::NodeStatus;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The local cluster's endpoints, which the client commands use by default.
@@ -37,12 +39,40 @@ pub struct ClientArgs {
     /// Give up after this many seconds without an answer.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Speak TLS to the nodes, trusting this CA certificate (PEM).
+    #[arg(long, env = "RAFTKV_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Present this certificate (PEM) to the nodes (optional for clients).
+    #[arg(long, env = "RAFTKV_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTKV_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Check the nodes' certificates for this name rather than for their addresses.
+    #[arg(long, env = "RAFTKV_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl ClientArgs {
+    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: ca.clone(),
+            server_name: self.tls_server_name.clone(),
+        };
+        ClientTls::load(&files).map(Some)
+    }
 }
 
 /// What the endpoints said about the cluster.
 struct Discovery {
     /// Every answer, by the endpoint that gave it.
     answers: Vec<(String, Result<NodeStatus, String>)>,
+    tls: Option<ClientTls>,
 }
 
 impl Discovery {
@@ -80,7 +110,7 @@ impl Discovery {
         if let Some(leader) = self.leader() {
             nodes.sort_by_key(|&(id, _)| id != leader);
         }
-        TcpClient::for_cluster(nodes)
+        TcpClient::for_cluster(nodes).with_tls(self.tls.clone())
     }
 }
 
@@ -95,9 +125,14 @@ async fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
 }
 
 /// One endpoint's status, within `patience`.
-async fn ask(endpoint: &str, digest: bool, patience: Duration) -> Result<NodeStatus, String> {
+async fn ask(
+    endpoint: &str,
+    digest: bool,
+    patience: Duration,
+    tls: &Option<ClientTls>,
+) -> Result<NodeStatus, String> {
     let addr = resolve(endpoint).await?;
-    let client = TcpClient::new(vec![addr]);
+    let client = TcpClient::new(vec![addr]).with_tls(tls.clone());
     match tokio::time::timeout(patience, client.status(0, digest)).await {
         Ok(Ok(status)) => Ok(status),
         Ok(Err(e)) => Err(e.to_string()),
@@ -121,22 +156,29 @@ fn endpoints(args: &ClientArgs) -> Vec<String> {
 async fn discover(args: &ClientArgs) -> anyhow::Result<Discovery> {
     let endpoints = endpoints(args);
     anyhow::ensure!(!endpoints.is_empty(), "no endpoints given");
-    let asks = endpoints
-        .iter()
-        .map(|e| async move { (e.clone(), ask(e, false, STATUS_PATIENCE).await) });
+    let tls = args.tls()?;
+    let asks = endpoints.iter().map(|e| {
+        let tls = &tls;
+        async move { (e.clone(), ask(e, false, STATUS_PATIENCE, tls).await) }
+    });
     let answers = futures::future::join_all(asks).await;
     if answers.iter().all(|(_, a)| a.is_err()) {
         let why: Vec<String> = answers
             .iter()
             .filter_map(|(_, a)| a.as_ref().err().cloned())
             .collect();
+        let hint = if tls.is_none() && why.iter().any(|w| w.contains("lost")) {
+            "; if the cluster speaks TLS, give --tls-ca"
+        } else {
+            "; is a cluster running? `raftkv cluster` starts one"
+        };
         anyhow::bail!(
-            "cannot reach any node at {} ({}); is a cluster running? `raftkv cluster` starts one",
+            "cannot reach any node at {} ({}){hint}",
             endpoints.join(","),
             why.join("; ")
         );
     }
-    Ok(Discovery { answers })
+    Ok(Discovery { answers, tls })
 }
 
 async fn clerk(args: &ClientArgs) -> anyhow::Result<Clerk<TcpClient>> {
@@ -255,9 +297,14 @@ pub async fn status(args: &ClientArgs, digest: bool, json: bool) -> anyhow::Resu
         STATUS_PATIENCE
     };
     let nodes = discovery.nodes();
+    let tls = &discovery.tls;
     let asks = nodes.iter().map(|(&id, addr)| async move {
         let endpoint = addr.to_string();
-        (id, endpoint.clone(), ask(&endpoint, digest, patience).await)
+        (
+            id,
+            endpoint.clone(),
+            ask(&endpoint, digest, patience, tls).await,
+        )
     });
     let answers = futures::future::join_all(asks).await;
     let leader = answers

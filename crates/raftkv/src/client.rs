@@ -7,6 +7,7 @@
 //! node, whose view of the leader changes as soon as an election ends: the Clerk then stops
 //! waiting on a leader that was paused or cut off.
 
+use crate::tls::{ClientTls, Stream};
 use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use kv::{ClientTransport, KvReply, Op, RpcError};
@@ -40,6 +41,8 @@ struct Inner {
     hinted: AtomicU64,
     /// A local Raft node's view of the leader, when this runs inside a server.
     local: Option<watch::Receiver<LeaderView>>,
+    /// TLS toward the servers, if they speak it.
+    tls: Option<ClientTls>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
@@ -108,8 +111,17 @@ impl TcpClient {
                 next_id: AtomicU64::new(1),
                 hinted: AtomicU64::new(0),
                 local,
+                tls: None,
             }),
         }
+    }
+
+    /// Speaks TLS to the servers, if `tls`. Before the client is shared.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> TcpClient {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_tls before the client is shared")
+            .tls = tls;
+        self
     }
 
     /// The server with node id `id`, if it is one of ours.
@@ -132,6 +144,13 @@ impl TcpClient {
             .map_err(|_| RpcError(format!("connecting to {addr} timed out")))?
             .map_err(|e| RpcError(format!("cannot connect to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
+        let stream: Stream = match &self.inner.tls {
+            None => Box::new(stream),
+            Some(tls) => tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(addr, stream))
+                .await
+                .map_err(|_| RpcError(format!("TLS handshake with {addr} timed out")))?
+                .map_err(|e| RpcError(format!("TLS with {addr} failed: {e}")))?,
+        };
         let mut framed = Framed::new(stream, wire::codec());
         framed
             .send(wire::encode(&Hello::Client))
@@ -179,7 +198,7 @@ impl TcpClient {
     }
 }
 
-fn start_conn(framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>) -> Conn {
+fn start_conn(framed: Framed<Stream, tokio_util::codec::LengthDelimitedCodec>) -> Conn {
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<ClientFrame>(CONN_QUEUE);
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));

@@ -29,6 +29,10 @@ pub struct ClusterOptions {
     pub resp_base_port: u16,
     /// Metrics port of node 1 (node n: + n - 1); 0: no metrics.
     pub metrics_base_port: u16,
+    /// TLS on every port, with a throwaway CA and certificates made in `<data-dir>/tls`.
+    pub tls: bool,
+    /// The password Redis clients must give, if any.
+    pub requirepass: Option<String>,
 }
 
 /// A node stopped by hand stays down while this file is in its data directory.
@@ -153,6 +157,12 @@ pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
         .map(|id| format!("{id}=127.0.0.1:{}", node_ports(&opts, id).0))
         .collect();
     let peers = peers.join(",");
+    let tls = if opts.tls {
+        let dir = opts.data_dir.join("tls");
+        Some(crate::tls::generate_local(&dir, opts.nodes)?)
+    } else {
+        None
+    };
     println!(
         "raftkv cluster: {} nodes on 127.0.0.1, data in {}",
         opts.nodes,
@@ -173,6 +183,20 @@ pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             .args(["--resp", &format!("127.0.0.1:{resp}")])
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(tls) = &tls {
+            let i = (id - 1) as usize;
+            command
+                .arg("--tls-cert")
+                .arg(&tls.node_cert[i])
+                .arg("--tls-key")
+                .arg(&tls.node_key[i])
+                .arg("--tls-ca")
+                .arg(&tls.ca);
+        }
+        if let Some(password) = &opts.requirepass {
+            // Through the environment, so that it does not show in the process list.
+            command.env("RAFTKV_REQUIREPASS", password);
+        }
         let metrics = if opts.metrics_base_port == 0 {
             String::new()
         } else {
@@ -199,7 +223,16 @@ pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
         nodes.push(node);
     }
     let first_resp = node_ports(&opts, 1).1;
-    println!("Try:  redis-cli -p {first_resp} SET k v   or   raftkv get k");
+    match &tls {
+        None => println!("Try:  redis-cli -p {first_resp} SET k v   or   raftkv get k"),
+        Some(tls) => {
+            let ca = tls.ca.display();
+            println!(
+                "TLS on every port (CA {ca}). Try:  redis-cli --tls --cacert {ca} -p {first_resp} \
+                 SET k v   or   raftkv get k --tls-ca {ca}"
+            );
+        }
+    }
     println!(
         "Watch a failover: `raftkv cluster stop-node 1` (the others elect a leader and go on \
          serving), then `raftkv cluster start-node 1` (it catches up). A node that dies is \

@@ -9,6 +9,7 @@
 //! - [`cluster`]: a local cluster of server processes.
 //! - [`resp`]: the Redis-protocol front end.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`tls`]: TLS on every port.
 
 pub mod client;
 pub mod cluster;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod node;
 pub mod resp;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod wire;

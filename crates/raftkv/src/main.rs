@@ -14,6 +14,21 @@ mod cli;
 
 use cli::ClientArgs;
 
+const HELP_EXIT_AND_ENV: &str = "Exit codes:\n  \
+        0  success\n  \
+        1  failure (a client command's error; `status`: a node unreachable or no leader)\n  \
+        2  bad usage\n  \
+        3  the data directory is damaged: restore the node from a replica or a backup\n  \
+        4  a write or fsync failed while running: check the disk, then restart\n  \
+        5  the data directory cannot be used (permissions, read-only, full, not a directory)\n  \
+        6  the data directory is in use by another process\n\n\
+        Environment:\n  \
+        RAFTKV_LOG           what to log, as --log-level (default info)\n  \
+        RAFTKV_ENDPOINTS     nodes for the client commands, host:port,...\n  \
+        RAFTKV_REQUIREPASS   the Redis password (server, cluster)\n  \
+        RAFTKV_TLS_CA, RAFTKV_TLS_CERT, RAFTKV_TLS_KEY, RAFTKV_TLS_SERVER_NAME\n                       \
+        TLS for the client commands";
+
 #[derive(Parser)]
 #[command(
     name = "raftkv",
@@ -21,7 +36,8 @@ use cli::ClientArgs;
     about = "A fault-tolerant, linearizable key/value service on Raft",
     long_about = "A fault-tolerant, linearizable key/value service on Raft.\n\n\
         Start a local 3-node cluster with `raftkv cluster`, then use `raftkv put k v`, \
-        `raftkv get k`, or any Redis client (`redis-cli -p 6381 GET k`)."
+        `raftkv get k`, or any Redis client (`redis-cli -p 6381 GET k`).",
+    after_long_help = HELP_EXIT_AND_ENV
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +61,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run one server node.
+    #[command(after_long_help = HELP_EXIT_AND_ENV)]
     Server(ServerArgs),
     /// Run a local cluster of server processes on 127.0.0.1, restarting any that dies
     /// (Ctrl-C stops it); or stop and start one of its nodes.
@@ -129,6 +146,12 @@ struct ServerArgs {
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Redis clients must give this password with AUTH before any other command (Redis's
+    /// requirepass). Prefer the environment variable: a command line is visible to others.
+    #[arg(long, env = "RAFTKV_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
     /// Size of a log segment file; compaction deletes whole segments.
     #[arg(long, default_value_t = raftkv::storage::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     wal_segment_bytes: u64,
@@ -162,6 +185,13 @@ struct ClusterArgs {
     /// Prometheus metrics port of node 1; node n uses base + n - 1 (0: no metrics).
     #[arg(long, default_value_t = 9101)]
     metrics_base_port: u16,
+    /// TLS on every port, with a throwaway CA and certificates made in <data-dir>/tls (kept
+    /// for the next run).
+    #[arg(long)]
+    tls: bool,
+    /// Redis clients must give this password with AUTH.
+    #[arg(long, env = "RAFTKV_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
 }
 
 /// A peer address: host:port, the host a name or an IP address.
@@ -171,6 +201,37 @@ fn resolve_peer(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("bad address {addr:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+/// TLS on every port of a node (see `raftkv::tls`).
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// This node's certificate chain (PEM). With --tls-key and --tls-ca, every port speaks
+    /// TLS, and only holders of a certificate signed by the CA may act as peers.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The certificate of the CA that signs the cluster's certificates (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Check peers' certificates for this name rather than for the address they were
+    /// reached at.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<raftkv::tls::TlsFiles> {
+        let ca = self.tls_ca.clone()?;
+        Some(raftkv::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca,
+            server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -268,6 +329,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     base_port: args.base_port,
                     resp_base_port: args.resp_base_port,
                     metrics_base_port: args.metrics_base_port,
+                    tls: args.tls,
+                    requirepass: args.requirepass,
                 })
                 .await
             }
@@ -305,6 +368,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         max_sessions: args.max_sessions as usize,
         segment_bytes: args.wal_segment_bytes,
         metrics: args.metrics_addr,
+        tls: args.tls.files(),
+        requirepass: args.requirepass,
         fault: match args.fault {
             Fault::None => node::ServerFault::None,
             Fault::SlowFailover => node::ServerFault::SlowFailover,

@@ -3,7 +3,9 @@
 
 use crate::client::TcpClient;
 use crate::metrics::{Metrics, MetricsRegistry};
+use crate::resp::RespOptions;
 use crate::storage::WalStorage;
+use crate::tls::{NodeTls, Stream, TlsFiles};
 use crate::transport::TcpTransport;
 use crate::wire::{self, ClientFrame, Hello, NodeStatus, ServerFrame};
 use anyhow::Context;
@@ -15,8 +17,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 
 /// Inbound Raft messages buffered before new ones are dropped.
@@ -48,6 +51,10 @@ pub struct ServerOptions {
     pub segment_bytes: u64,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<SocketAddr>,
+    /// TLS on every port (see [`crate::tls`]), if configured.
+    pub tls: Option<TlsFiles>,
+    /// The password Redis clients must give with `AUTH`, if any.
+    pub requirepass: Option<String>,
     /// A deliberate bug for the tests that must catch it.
     #[doc(hidden)]
     pub fault: ServerFault,
@@ -81,6 +88,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         "--peers must include this node's id {}",
         opts.id
     );
+    // Checked before the data directory is touched: a bad certificate is a usage error.
+    let tls = opts.tls.as_ref().map(NodeTls::load).transpose()?;
     let (mut storage, torn) = WalStorage::open(opts.id, &opts.data_dir, opts.segment_bytes)?;
     let metrics = Metrics::default();
     storage.set_metrics(metrics.clone());
@@ -102,7 +111,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     };
 
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-    let transport = TcpTransport::start(opts.id, &opts.peers);
+    let transport = TcpTransport::start(
+        opts.id,
+        &opts.peers,
+        tls.as_ref().map(|t| t.connector.clone()),
+    );
     let peers: Vec<NodeId> = opts.peers.keys().copied().collect();
     let config = NodeConfig::new(Config::new(opts.id, peers, rand::random()));
     let (raft, apply) = raft::spawn(config, storage, transport, inbox_rx);
@@ -130,6 +143,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         kv.clone(),
         opts.peers.clone(),
         metrics.clone(),
+        tls.as_ref().map(|t| t.rpc.clone()),
     ));
 
     let mut resp = None;
@@ -161,9 +175,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                 forwarding_clerk(),
             ),
         };
+        let client = client.with_tls(tls.as_ref().map(|t| t.connector.clone()));
         let make_clerk = move || Clerk::new(client.clone(), rand::random(), config.clone());
-        let limits = crate::resp::RespLimits::for_values(opts.limits.max_value_bytes);
-        tokio::spawn(crate::resp::serve(listener, make_clerk, limits, metrics));
+        let options = RespOptions {
+            limits: crate::resp::RespLimits::for_values(opts.limits.max_value_bytes),
+            tls: tls.as_ref().map(|t| t.resp.clone()),
+            password: opts.requirepass.as_deref().map(Arc::from),
+            metrics,
+        };
+        tokio::spawn(crate::resp::serve(listener, make_clerk, options));
     }
     Ok(Server {
         kv,
@@ -190,6 +210,7 @@ async fn accept_loop(
     kv: KvServer,
     peers: BTreeMap<NodeId, SocketAddr>,
     metrics: Metrics,
+    tls: Option<TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -208,9 +229,31 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (inbox, kv, peers) = (inbox.clone(), kv.clone(), peers.clone());
-        let metrics = metrics.clone();
+        let (metrics, tls) = (metrics.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, inbox, kv, &peers, &metrics).await {
+            let result = match tls {
+                None => serve_connection(Box::new(stream), true, inbox, kv, &peers, &metrics).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            // Verified against the cluster's CA if presented at all.
+                            let certified = stream.get_ref().1.peer_certificates().is_some();
+                            serve_connection(
+                                Box::new(stream),
+                                certified,
+                                inbox,
+                                kv,
+                                &peers,
+                                &metrics,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => Err(anyhow::anyhow!("TLS handshake failed: {e}")),
+                        Err(_) => Err(anyhow::anyhow!("no TLS handshake in time")),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%addr, "connection closed: {e}");
             }
             drop(slot);
@@ -218,8 +261,11 @@ async fn accept_loop(
     }
 }
 
+/// `may_be_peer`: the connection may carry Raft messages. Without TLS any may; with TLS only
+/// one whose other side presented a certificate signed by the cluster's CA.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Stream,
+    may_be_peer: bool,
     inbox: mpsc::Sender<Message>,
     kv: KvServer,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -233,6 +279,13 @@ async fn serve_connection(
     match wire::decode::<Hello>(&first)? {
         Hello::Peer { from } => {
             anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
+            if !may_be_peer {
+                tracing::warn!(
+                    "refused a connection claiming to be peer {from}: it presented no \
+                     certificate of the cluster's CA"
+                );
+                anyhow::bail!("peer {from} without a certificate");
+            }
             let _open = metrics.connection("peer");
             while let Some(frame) = framed.next().await {
                 let msg: Message = wire::decode(&frame?)?;
@@ -256,7 +309,7 @@ async fn serve_connection(
 /// Client requests on one connection run concurrently (bounded); replies go back as they
 /// complete, matched by id.
 async fn serve_client(
-    framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    framed: Framed<Stream, tokio_util::codec::LengthDelimitedCodec>,
     kv: KvServer,
     peers: &BTreeMap<NodeId, SocketAddr>,
     metrics: &Metrics,

@@ -29,7 +29,7 @@ mod command;
 mod server;
 
 pub use codec::{Reply, RespCodec, RespError};
-pub use server::{serve, serve_connection};
+pub use server::{serve, serve_connection, RespOptions};
 
 /// Bounds on what one connection may send and how many connections are served at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! bounded queue. `send` never blocks the node: when a queue is full (a slow or dead peer)
 //! the message is dropped, and Raft's retransmission covers it.
 
+use crate::tls::{ClientTls, Stream};
 use crate::wire::{self, Hello};
 use futures::SinkExt;
 use raft::{Message, NodeId, Transport};
@@ -24,15 +25,19 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    /// Starts a sender task per peer (every entry of `peers` but `me`).
-    pub fn start(me: NodeId, peers: &BTreeMap<NodeId, SocketAddr>) -> TcpTransport {
+    /// Starts a sender task per peer (every entry of `peers` but `me`), over TLS if `tls`.
+    pub fn start(
+        me: NodeId,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        tls: Option<ClientTls>,
+    ) -> TcpTransport {
         let mut queues = BTreeMap::new();
         for (&id, &addr) in peers {
             if id == me {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(peer_sender(me, id, addr, rx));
+            tokio::spawn(peer_sender(me, id, addr, tls.clone(), rx));
             queues.insert(id, tx);
         }
         TcpTransport { queues }
@@ -47,10 +52,21 @@ impl Transport for TcpTransport {
     }
 }
 
+/// Connects to `addr`, with TLS if configured.
+async fn connect(addr: SocketAddr, tls: &Option<ClientTls>) -> std::io::Result<Stream> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(stream)),
+        Some(tls) => tls.connect(addr, stream).await,
+    }
+}
+
 async fn peer_sender(
     me: NodeId,
     peer: NodeId,
     addr: SocketAddr,
+    tls: Option<ClientTls>,
     mut queue: mpsc::Receiver<Message>,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -58,7 +74,7 @@ async fn peer_sender(
     // and each recovery is logged once, not at every retry.
     let mut unreachable_logged = false;
     loop {
-        let stream = match TcpStream::connect(addr).await {
+        let stream = match connect(addr, &tls).await {
             Ok(stream) => stream,
             Err(e) => {
                 if !unreachable_logged {
@@ -73,7 +89,6 @@ async fn peer_sender(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let mut framed = FramedWrite::new(stream, wire::codec());
         if framed
             .send(wire::encode(&Hello::Peer { from: me }))

@@ -2,7 +2,7 @@
 //! single local state machine.
 
 use kv::{Clerk, ClerkConfig, ClientTransport, KvReply, KvStateMachine, Limits, Op, RpcError};
-use raftkv::resp::{serve, serve_connection, RespLimits};
+use raftkv::resp::{serve, serve_connection, RespLimits, RespOptions};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,8 +89,17 @@ impl Service {
     }
 
     fn connect(&mut self, limits: RespLimits) -> (DuplexStream, JoinHandle<()>) {
+        self.connect_with_password(limits, None)
+    }
+
+    fn connect_with_password(
+        &mut self,
+        limits: RespLimits,
+        password: Option<&str>,
+    ) -> (DuplexStream, JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(64 << 10);
-        let task = tokio::spawn(serve_connection(server, self.clerk(), limits));
+        let password = password.map(Arc::from);
+        let task = tokio::spawn(serve_connection(server, self.clerk(), limits, password));
         (client, task)
     }
 
@@ -490,7 +499,7 @@ async fn no_answer_in_time_is_reported_as_an_unknown_outcome() {
     };
     let clerk = Clerk::new(Unreachable, 1, config);
     let (mut c, server) = tokio::io::duplex(4096);
-    tokio::spawn(serve_connection(server, clerk, RespLimits::default()));
+    tokio::spawn(serve_connection(server, clerk, RespLimits::default(), None));
     let reply = call(&mut c, &cmd(&["SET", "k", "v"])).await;
     assert!(
         reply.starts_with("-ERR timeout: no answer within "),
@@ -518,12 +527,13 @@ async fn the_server_limits_clients_and_survives_bad_ones() {
         max_clients: 2,
         ..RespLimits::default()
     };
-    tokio::spawn(serve(
-        listener,
-        make_clerk,
+    let options = RespOptions {
         limits,
-        raftkv::metrics::Metrics::default(),
-    ));
+        tls: None,
+        password: None,
+        metrics: raftkv::metrics::Metrics::default(),
+    };
+    tokio::spawn(serve(listener, make_clerk, options));
 
     let connect = || async { tokio::net::TcpStream::connect(addr).await.unwrap() };
     let mut first = connect().await;
@@ -564,4 +574,38 @@ async fn the_server_limits_clients_and_survives_bad_ones() {
 
     first.write_all(&cmd(&["GET", "k"])).await.unwrap();
     assert_eq!(read_reply(&mut first).await, bulk("v"));
+}
+
+/// With a password, every command but AUTH (and QUIT) is refused until AUTH gives it, a wrong
+/// one is refused, and nothing is applied meanwhile; without one, AUTH is an error.
+#[tokio::test]
+async fn a_password_is_required_before_any_command() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect_with_password(RespLimits::default(), Some("pw"));
+    assert_eq!(
+        call(&mut c, &cmd(&["SET", "k", "v"])).await,
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["GET", "k"])).await,
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert!(call(&mut c, &cmd(&["AUTH", "nope"]))
+        .await
+        .starts_with("-WRONGPASS"));
+    assert!(call(&mut c, &cmd(&["AUTH", "someone", "pw"]))
+        .await
+        .starts_with("-WRONGPASS"));
+    assert_eq!(service.peek("k"), None);
+    assert_eq!(
+        call(&mut c, &cmd(&["AUTH", "default", "pw"])).await,
+        "+OK\r\n"
+    );
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "v"])).await, "+OK\r\n");
+    assert_eq!(service.peek("k").as_deref(), Some("v"));
+
+    let (mut open, _task) = service.connect(RespLimits::default());
+    assert!(call(&mut open, &cmd(&["AUTH", "pw"]))
+        .await
+        .starts_with("-ERR AUTH <password> called without any password configured"));
 }

@@ -3,6 +3,8 @@
 use super::Reply;
 use bytes::Bytes;
 use kv::{Clerk, ClerkError, ClientTransport, OpKind};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// What the connection does once the reply is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,14 +21,64 @@ const SET_OPTIONS: [&str; 9] = [
     "EX", "PX", "EXAT", "PXAT", "NX", "XX", "KEEPTTL", "GET", "IFEQ",
 ];
 
+/// A connection's authentication, as Redis's `requirepass`: with a password configured,
+/// every command but `AUTH`, `HELLO` and `QUIT` is refused until `AUTH` gives it.
+pub(super) struct Auth {
+    pub password: Option<Arc<str>>,
+    pub done: bool,
+}
+
+impl Auth {
+    pub fn new(password: Option<Arc<str>>) -> Auth {
+        Auth {
+            password,
+            done: false,
+        }
+    }
+
+    /// `AUTH [username] password`, the username (if any) being `default`.
+    fn auth(&mut self, args: &[Bytes]) -> Reply {
+        let given = match args {
+            [_, password] => password,
+            [_, user, password] if user.as_ref() == b"default" => password,
+            [_, _, _] => return wrongpass(),
+            _ => return Reply::error("wrong number of arguments for 'auth' command"),
+        };
+        let Some(password) = &self.password else {
+            return Reply::error(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        };
+        if bool::from(password.as_bytes().ct_eq(given.as_ref())) {
+            self.done = true;
+            Reply::ok()
+        } else {
+            wrongpass()
+        }
+    }
+}
+
+fn wrongpass() -> Reply {
+    Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+}
+
 /// Runs one request (never empty) and returns its reply.
 pub(super) async fn execute<T: ClientTransport>(
     clerk: &mut Clerk<T>,
     args: Vec<Bytes>,
+    auth: &mut Auth,
 ) -> (Reply, After) {
     let name = args[0].to_ascii_uppercase();
     if name == b"QUIT" {
         return (Reply::ok(), After::Close);
+    }
+    if name == b"AUTH" {
+        return (auth.auth(&args), After::Continue);
+    }
+    if auth.password.is_some() && !auth.done && name != b"HELLO" {
+        let reply = Reply::Error("NOAUTH Authentication required.".into());
+        return (reply, After::Continue);
     }
     let reply = match dispatch(clerk, &name, &args).await {
         Ok(reply) | Err(reply) => reply,

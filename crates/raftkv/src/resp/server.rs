@@ -1,7 +1,7 @@
 //! The accept loop and the per-connection loop.
 
 use super::codec::{Reply, RespCodec, RespError};
-use super::command::{self, After};
+use super::command::{self, After, Auth};
 use super::RespLimits;
 use crate::metrics::Metrics;
 use bytes::BytesMut;
@@ -36,12 +36,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Requests run one at a time, in order, through `clerk`, which belongs to this connection
 /// alone. Replies are sent in request order; those to pipelined requests are written together
 /// once no complete request is left in the input.
-pub async fn serve_connection<T, S>(mut stream: S, mut clerk: Clerk<T>, limits: RespLimits)
-where
+pub async fn serve_connection<T, S>(
+    mut stream: S,
+    mut clerk: Clerk<T>,
+    limits: RespLimits,
+    password: Option<Arc<str>>,
+) where
     T: ClientTransport,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match run(&mut stream, &mut clerk, limits).await {
+    let mut auth = Auth::new(password);
+    match run(&mut stream, &mut clerk, limits, &mut auth).await {
         Ok(After::Close) => linger(&mut stream).await,
         Ok(After::Continue) => {}
         Err(e) => tracing::debug!("RESP connection failed: {e}"),
@@ -55,7 +60,12 @@ where
 
 /// Returns `Continue` when the client has closed its side, `Close` when the server ends the
 /// connection.
-async fn run<T, S>(stream: &mut S, clerk: &mut Clerk<T>, limits: RespLimits) -> io::Result<After>
+async fn run<T, S>(
+    stream: &mut S,
+    clerk: &mut Clerk<T>,
+    limits: RespLimits,
+    auth: &mut Auth,
+) -> io::Result<After>
 where
     T: ClientTransport,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -67,7 +77,7 @@ where
         loop {
             match codec.decode(&mut input) {
                 Ok(Some(args)) => {
-                    let (reply, after) = command::execute(clerk, args).await;
+                    let (reply, after) = command::execute(clerk, args, auth).await;
                     reply.encode(&mut output);
                     if after == After::Close {
                         stream.write_all(&output).await?;
@@ -121,17 +131,37 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
+/// How the Redis port is served.
+#[derive(Clone)]
+pub struct RespOptions {
+    pub limits: RespLimits,
+    /// TLS on the port, if configured: a plain-text client gets no answer.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The password `AUTH` must give (Redis's `requirepass`), if any.
+    pub password: Option<Arc<str>>,
+    pub metrics: Metrics,
+}
+
+/// A TLS handshake must end within this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts RESP clients forever, serving each connection in a task of its own with a Clerk
 /// from `make_clerk`.
 ///
 /// At most `limits.max_clients` connections are served at once; a connection beyond that is
 /// told `-ERR max number of clients reached` and closed. A connection that fails, or a task
 /// that panics, affects no other connection.
-pub async fn serve<T, F>(listener: TcpListener, make_clerk: F, limits: RespLimits, metrics: Metrics)
+pub async fn serve<T, F>(listener: TcpListener, make_clerk: F, options: RespOptions)
 where
     T: ClientTransport,
     F: Fn() -> Clerk<T> + Send + Sync + 'static,
 {
+    let RespOptions {
+        limits,
+        tls,
+        password,
+        metrics,
+    } = options;
     let make_clerk = Arc::new(make_clerk);
     let slots = Arc::new(Semaphore::new(
         limits.max_clients.min(Semaphore::MAX_PERMITS),
@@ -155,6 +185,7 @@ where
         let _ = stream.set_nodelay(true);
         let make_clerk = make_clerk.clone();
         let open = metrics.connection("redis");
+        let (tls, password) = (tls.clone(), password.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
@@ -162,7 +193,18 @@ where
             // connection.
             let clerk = make_clerk();
             tracing::debug!(%peer, client_id = clerk.client_id(), "RESP client connected");
-            serve_connection(stream, clerk, limits).await;
+            match tls {
+                None => serve_connection(stream, clerk, limits, password).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_connection(stream, clerk, limits, password).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "RESP TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "RESP TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }

@@ -20,6 +20,8 @@ pub struct Cluster {
     args: Vec<String>,
     /// Extra flags for each server.
     node_args: Vec<Vec<String>>,
+    /// TLS for the test's own connections to the nodes, if they speak it.
+    pub client_tls: Option<raftkv::tls::ClientTls>,
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it for the server).
@@ -51,6 +53,7 @@ impl Cluster {
             procs: (0..n).map(|_| None).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
             node_args: (0..n).map(node_args).collect(),
+            client_tls: None,
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -142,7 +145,7 @@ impl Cluster {
     }
 
     pub fn client(&self) -> TcpClient {
-        TcpClient::new(self.rpc.clone())
+        TcpClient::new(self.rpc.clone()).with_tls(self.client_tls.clone())
     }
 
     pub fn clerk(&self, client_id: u64) -> Clerk<TcpClient> {
@@ -160,7 +163,7 @@ impl Cluster {
 
     /// The status of node `i`, with a digest of its state if `digest`.
     pub async fn status_of(&self, i: usize, digest: bool) -> Option<NodeStatus> {
-        let client = TcpClient::new(vec![self.rpc[i]]);
+        let client = TcpClient::new(vec![self.rpc[i]]).with_tls(self.client_tls.clone());
         tokio::time::timeout(Duration::from_secs(5), client.status(0, digest))
             .await
             .ok()?
