@@ -3,22 +3,12 @@
 
 mod common;
 
-use common::{segment_files, wait_with_limit, Cluster};
+use common::{runtime, segment_files, wait_with_limit, Cluster, TEST_LIMIT};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const TEST_LIMIT: Duration = Duration::from_secs(90);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Checks that `value` holds each acknowledged append of `client` exactly once, in order, and
 /// no append twice (unacknowledged ones may or may not be there: their outcome is unknown).

@@ -5,28 +5,19 @@
 
 mod common;
 
-use common::Cluster;
+use common::{runtime, Cluster, TEST_LIMIT};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const TEST_LIMIT: Duration = Duration::from_secs(90);
 const PAUSE: Duration = Duration::from_secs(5);
 
 /// Before clients followed their node's view of the leader, every write through the healthy
 /// nodes waited out a 3 s attempt toward the paused leader; an election takes 0.3–0.6 s.
 /// Generous, so that a loaded machine does not fail the test, yet below 3 s.
 const LONGEST_GAP_ALLOWED: Duration = Duration::from_millis(2500);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a child we started, with a valid signal.

@@ -5,21 +5,11 @@
 
 mod common;
 
-use common::{wait_with_limit, Cluster};
+use common::{runtime, wait_with_limit, Cluster, TEST_LIMIT};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const TEST_LIMIT: Duration = Duration::from_secs(90);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn raftkv() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));

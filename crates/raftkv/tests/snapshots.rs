@@ -5,21 +5,11 @@
 
 mod common;
 
-use common::{segment_files, wait_with_limit, Cluster};
+use common::{runtime, segment_files, wait_with_limit, Cluster, TEST_LIMIT};
 use std::time::{Duration, Instant};
-
-const TEST_LIMIT: Duration = Duration::from_secs(90);
 
 /// Snapshots every 50 entries, in 4 KiB log segments, so a short test compacts many times.
 const SMALL: &[&str] = &["--snapshot-entries", "50", "--wal-segment-bytes", "4096"];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[test]
 fn a_node_behind_the_compaction_point_catches_up_by_snapshot() {

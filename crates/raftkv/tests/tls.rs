@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{runtime, Cluster, TEST_LIMIT};
 use futures::{SinkExt, StreamExt};
 use raft::{LogIndex, Message, MessageBody, Term};
 use raftkv::tls::{generate_local, ClientTls, LocalTls, TlsFiles};
@@ -17,16 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-const TEST_LIMIT: Duration = Duration::from_secs(90);
 const PASSWORD: &str = "correct horse";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn client_tls(ca: &Path, cert: Option<(&Path, &Path)>) -> ClientTls {
     ClientTls::load(&TlsFiles {

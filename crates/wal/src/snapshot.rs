@@ -266,6 +266,16 @@ pub fn load_snapshot(
 
 /// The current snapshot's header (cheap: the data is not read or checked).
 pub fn read_snapshot_meta(dir: &Path, max_len: u64) -> Result<Option<SnapshotMeta>, WalError> {
+    match open_current(dir, max_len)? {
+        Some((_, _, meta)) => meta.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The current snapshot file, open, with what its header says; `None` if there is none.
+type Current = (PathBuf, File, Result<SnapshotMeta, WalError>);
+
+fn open_current(dir: &Path, max_len: u64) -> Result<Option<Current>, WalError> {
     let path = dir.join(CURRENT);
     let mut file = match File::open(&path) {
         Ok(f) => f,
@@ -274,7 +284,8 @@ pub fn read_snapshot_meta(dir: &Path, max_len: u64) -> Result<Option<SnapshotMet
     };
     let mut header = [0u8; HEADER_LEN as usize];
     let n = read_up_to(&mut file, &mut header).map_err(io_err("read", &path))?;
-    decode_header(&path, &header[..n], max_len).map(Some)
+    let meta = decode_header(&path, &header[..n], max_len);
+    Ok(Some((path, file, meta)))
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -296,17 +307,11 @@ pub fn read_snapshot_chunk(
     offset: u64,
     len: u64,
 ) -> Result<Option<Vec<u8>>, WalError> {
-    let path = dir.join(CURRENT);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", &path)(e)),
+    let Some((path, mut file, Ok(meta))) = open_current(dir, u64::MAX)? else {
+        return Ok(None);
     };
-    let mut header = [0u8; HEADER_LEN as usize];
-    let n = read_up_to(&mut file, &mut header).map_err(io_err("read", &path))?;
-    match decode_header(&path, &header[..n], u64::MAX) {
-        Ok(meta) if meta == *expected => {}
-        _ => return Ok(None),
+    if meta != *expected {
+        return Ok(None);
     }
     let start = offset.min(expected.len);
     let len = len.min(expected.len - start);

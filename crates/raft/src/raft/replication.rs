@@ -199,7 +199,8 @@ impl Raft {
     }
 
     /// §7: sends the next chunks of our snapshot to `to`, as many as the in-flight window
-    /// (`max_inflight_chunks`) takes. The driver fills in each chunk's bytes from storage when it sends it.
+    /// (`max_inflight_chunks`) takes. The driver fills in each chunk's bytes from storage
+    /// when it sends it.
     fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk = self.config.max_snapshot_chunk.max(1);
         loop {

@@ -11,6 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Every test with real processes ends within this long.
+pub const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// The runtime of a test with real processes: two threads, like the machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub rpc: Vec<SocketAddr>,
