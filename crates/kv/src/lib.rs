@@ -8,11 +8,14 @@
 //! - [`Clerk`]: the client library, over any [`ClientTransport`].
 
 pub mod clerk;
+mod glob;
 pub mod op;
 pub mod server;
 pub mod state_machine;
 
 pub use clerk::{Clerk, ClerkConfig, ClerkError, ClientTransport, RpcError};
-pub use op::{KvError, KvReply, Limits, Op, OpKind};
+pub use op::{Command, KvError, KvReply, Limits, Op, OpKind, SetWhen, Value};
 pub use server::{Fault, KvConfig, KvServer, KvStats, SnapshotPolicy};
-pub use state_machine::{KvStateMachine, RestoreError, StateImage, DEFAULT_MAX_SESSIONS};
+pub use state_machine::{
+    KvStateMachine, RestoreError, StateImage, DEFAULT_MAX_SESSIONS, MAX_KEPT_REPLY, MAX_SCAN_COUNT,
+};

@@ -1,5 +1,11 @@
 //! What travels between Clerk, server and log: operations, replies and errors.
+//!
+//! Keys and values are bytes, never required to be text. The course's three operations
+//! (`Get`, `Put`, `Append`) keep their shape for its suites; the Redis front end's commands
+//! are [`Command`]s, and a transaction (MULTI/EXEC) is one [`OpKind::Exec`]: several commands
+//! in one log entry, so every replica applies them as one step.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A client request. `(client_id, seq)` names it uniquely: a retry carries the same pair, so
@@ -11,45 +17,213 @@ pub struct Op {
     pub kind: OpKind,
 }
 
+// New variants go at the end: the log holds operations encoded by earlier builds, and
+// postcard names a variant by its position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpKind {
+    /// The course's `Get`: the value, or nothing for a missing key (its Clerk reads "").
     Get {
-        key: String,
+        key: Bytes,
     },
     Put {
-        key: String,
-        value: String,
+        key: Bytes,
+        value: Bytes,
     },
     Append {
-        key: String,
-        value: String,
+        key: Bytes,
+        value: Bytes,
     },
     /// Opens the client's session (thesis §6.3); its requests then carry sequence numbers
     /// from this op's `seq` on. Opening an open session changes nothing.
     OpenSession,
     /// Closes the client's session: its later requests are refused.
     CloseSession,
+    /// One command of the Redis front end.
+    Command(Command),
+    /// A transaction (MULTI/EXEC): the commands run one after another in one log entry, with
+    /// nothing in between; the reply is the array of their replies. If a watched key's
+    /// version is no longer the one given (see [`Command::Versions`]), none runs and the
+    /// reply is [`Value::Nil`].
+    Exec {
+        watched: Vec<(Bytes, u64)>,
+        commands: Vec<Command>,
+    },
+}
+
+/// When a `SET` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetWhen {
+    Always,
+    /// `NX`: only if the key is missing.
+    IfMissing,
+    /// `XX`: only if the key exists.
+    IfExists,
+}
+
+/// A command of the Redis front end, as the state machine runs it. Each reads or writes the
+/// state at one log position. Their replies are documented in `docs/REDIS.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Get(Bytes),
+    /// `SET` with its conditions; replies `Ok` (or the old value with `get`) when it wrote,
+    /// `Nil` when the condition held it back.
+    Set {
+        key: Bytes,
+        value: Bytes,
+        when: SetWhen,
+        get: bool,
+    },
+    GetDel(Bytes),
+    StrLen(Bytes),
+    /// Replies with the new length.
+    Append {
+        key: Bytes,
+        value: Bytes,
+    },
+    /// Adds `by` to the value read as a signed 64-bit integer (a missing key reads as 0).
+    IncrBy {
+        key: Bytes,
+        by: i64,
+    },
+    Del(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    MGet(Vec<Bytes>),
+    MSet(Vec<(Bytes, Bytes)>),
+    /// Writes every pair only if no key of them exists; replies 1 or 0.
+    MSetNx(Vec<(Bytes, Bytes)>),
+    DbSize,
+    /// Keys in the map's fixed order from `cursor`, examining about `count` of them; replies
+    /// `[next cursor, keys]`, the cursor 0 when done.
+    Scan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: usize,
+    },
+    /// Every key matching the pattern (bounded by the reply limit).
+    Keys(Bytes),
+    FlushAll,
+    /// The version of each key: the log index that last changed it, 0 if it is missing.
+    /// WATCH reads them, and EXEC hands them back.
+    Versions(Vec<Bytes>),
+}
+
+impl Command {
+    /// Whether the command only reads: its reply need not be kept for a retry, which may
+    /// simply read again.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::Get(_)
+                | Command::StrLen(_)
+                | Command::Exists(_)
+                | Command::MGet(_)
+                | Command::DbSize
+                | Command::Scan { .. }
+                | Command::Keys(_)
+                | Command::Versions(_)
+        )
+    }
+
+    /// The name of the command, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get(_) => "get",
+            Command::Set { .. } => "set",
+            Command::GetDel(_) => "getdel",
+            Command::StrLen(_) => "strlen",
+            Command::Append { .. } => "append",
+            Command::IncrBy { .. } => "incrby",
+            Command::Del(_) => "del",
+            Command::Exists(_) => "exists",
+            Command::MGet(_) => "mget",
+            Command::MSet(_) => "mset",
+            Command::MSetNx(_) => "msetnx",
+            Command::DbSize => "dbsize",
+            Command::Scan { .. } => "scan",
+            Command::Keys(_) => "keys",
+            Command::FlushAll => "flushall",
+            Command::Versions(_) => "watch",
+        }
+    }
+
+    /// Every key the command names (`f(true, key)`), and every value it would write or
+    /// pattern it matches (`f(false, value)`).
+    fn for_each_arg(&self, f: &mut impl FnMut(bool, &[u8])) {
+        match self {
+            Command::Get(k) | Command::GetDel(k) | Command::StrLen(k) => f(true, k),
+            Command::Set {
+                key: k, value: v, ..
+            }
+            | Command::Append { key: k, value: v } => {
+                f(true, k);
+                f(false, v);
+            }
+            Command::IncrBy { key: k, .. } => f(true, k),
+            Command::Del(keys)
+            | Command::Exists(keys)
+            | Command::MGet(keys)
+            | Command::Versions(keys) => keys.iter().for_each(|k| f(true, k)),
+            Command::MSet(pairs) | Command::MSetNx(pairs) => {
+                for (k, v) in pairs {
+                    f(true, k);
+                    f(false, v);
+                }
+            }
+            Command::Keys(pattern) => f(false, pattern),
+            Command::Scan { pattern, .. } => {
+                if let Some(p) = pattern {
+                    f(false, p);
+                }
+            }
+            Command::DbSize | Command::FlushAll => {}
+        }
+    }
 }
 
 impl OpKind {
-    /// The key a data operation reads or writes ("" for session operations).
-    pub fn key(&self) -> &str {
-        match self {
-            OpKind::Get { key } | OpKind::Put { key, .. } | OpKind::Append { key, .. } => key,
-            OpKind::OpenSession | OpKind::CloseSession => "",
-        }
-    }
-
-    pub fn value(&self) -> Option<&str> {
-        match self {
-            OpKind::Put { value, .. } | OpKind::Append { value, .. } => Some(value),
-            OpKind::Get { .. } | OpKind::OpenSession | OpKind::CloseSession => None,
-        }
-    }
-
     /// Whether this opens or closes a session rather than reading or writing data.
     pub fn is_session_op(&self) -> bool {
         matches!(self, OpKind::OpenSession | OpKind::CloseSession)
+    }
+
+    /// Whether the operation only reads (see [`Command::is_read`]).
+    pub fn is_read(&self) -> bool {
+        match self {
+            OpKind::Get { .. } => true,
+            OpKind::Command(c) => c.is_read(),
+            _ => false,
+        }
+    }
+
+    /// The name of the operation, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Get { .. } => "get",
+            OpKind::Put { .. } => "put",
+            OpKind::Append { .. } => "append",
+            OpKind::OpenSession => "open_session",
+            OpKind::CloseSession => "close_session",
+            OpKind::Command(c) => c.name(),
+            OpKind::Exec { .. } => "exec",
+        }
+    }
+
+    fn for_each_arg(&self, f: &mut impl FnMut(bool, &[u8])) {
+        match self {
+            OpKind::Get { key: k } => f(true, k),
+            OpKind::Put { key: k, value: v } | OpKind::Append { key: k, value: v } => {
+                f(true, k);
+                f(false, v);
+            }
+            OpKind::OpenSession | OpKind::CloseSession => {}
+            OpKind::Command(c) => c.for_each_arg(f),
+            OpKind::Exec { watched, commands } => {
+                watched.iter().for_each(|(k, _)| f(true, k));
+                for c in commands {
+                    c.for_each_arg(f);
+                }
+            }
+        }
     }
 }
 
@@ -72,9 +246,44 @@ impl Op {
     }
 }
 
-/// The answer to an operation: the value for a `Get` (empty for a missing key), empty for
-/// `Put` and `Append`.
-pub type KvReply = Result<String, KvError>;
+/// What an operation answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Done (a write with nothing to report).
+    Ok,
+    /// Nothing: a missing key, or a write whose condition held it back.
+    Nil,
+    Int(i64),
+    Bytes(Bytes),
+    Array(Vec<Value>),
+    /// The command ran and failed, changing nothing (a value that is not an integer, say):
+    /// the Redis error line, code first (`ERR ...`). Inside a transaction the other commands
+    /// still run, as in Redis.
+    Error(String),
+}
+
+impl Value {
+    /// The course's view of a reply: the value read, "" for a missing key or a write.
+    pub fn into_text(self) -> String {
+        match self {
+            Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    /// About how many bytes the value takes, to bound replies and what sessions keep.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Bytes(b) => b.len() + 8,
+            Value::Error(e) => e.len() + 8,
+            Value::Array(items) => items.iter().map(Value::size).sum::<usize>() + 8,
+            Value::Ok | Value::Nil | Value::Int(_) => 8,
+        }
+    }
+}
+
+/// The answer to an operation.
+pub type KvReply = Result<Value, KvError>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum KvError {
@@ -100,6 +309,17 @@ pub enum KvError {
     /// earlier attempt of it may have been: its outcome is unknown.
     #[error("session expired: the outcome of this request is unknown")]
     SessionExpired,
+    /// The operation as a whole (all its keys and values, or a transaction's commands) is
+    /// larger than one log entry may be. Nothing was proposed.
+    #[error("request of {len} bytes exceeds the limit of {max} bytes")]
+    RequestTooLarge { len: usize, max: usize },
+    /// The reply would be larger than a reply may be (an MGET or KEYS of too much, say).
+    /// Nothing was changed.
+    #[error("reply of {len} bytes exceeds the limit of {max} bytes")]
+    ReplyTooLarge { len: usize, max: usize },
+    /// A retry of a request that was applied, whose reply was too large to keep for it.
+    #[error("the request was applied, but its reply was too large to keep for a retry")]
+    ReplyNotKept,
 }
 
 impl KvError {
@@ -112,11 +332,16 @@ impl KvError {
     }
 }
 
-/// Size limits, checked before proposing (and for `Append`, again when applying).
+/// Size limits, checked before proposing (and for growing values, again when applying).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// All keys and values of one operation together: one log entry, which must fit the
+    /// peers' frames with room to spare.
+    pub max_request_bytes: usize,
+    /// The largest reply; a read that would answer more fails instead.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Limits {
@@ -124,6 +349,8 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,
+            max_request_bytes: 8 << 20,
+            max_reply_bytes: 8 << 20,
         }
     }
 }
@@ -131,20 +358,115 @@ impl Default for Limits {
 impl Limits {
     /// Rejects an operation the state machine would never accept, before it reaches the log.
     pub fn check(&self, kind: &OpKind) -> Result<(), KvError> {
-        let key = kind.key().len();
-        if key > self.max_key_bytes {
-            return Err(KvError::KeyTooLarge {
-                len: key,
-                max: self.max_key_bytes,
-            });
+        let mut error = None;
+        let mut total = 0usize;
+        kind.for_each_arg(&mut |is_key, arg| {
+            total += arg.len();
+            let (max, too_large): (usize, fn(usize, usize) -> KvError) = if is_key {
+                (self.max_key_bytes, |len, max| KvError::KeyTooLarge {
+                    len,
+                    max,
+                })
+            } else {
+                (self.max_value_bytes, |len, max| KvError::ValueTooLarge {
+                    len,
+                    max,
+                })
+            };
+            if arg.len() > max {
+                error.get_or_insert(too_large(arg.len(), max));
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
         }
-        let value = kind.value().map_or(0, str::len);
-        if value > self.max_value_bytes {
-            return Err(KvError::ValueTooLarge {
-                len: value,
-                max: self.max_value_bytes,
+        if total > self.max_request_bytes {
+            return Err(KvError::RequestTooLarge {
+                len: total,
+                max: self.max_request_bytes,
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log keeps operations written by earlier builds, whose keys and values were
+    /// strings: they must still decode.
+    #[test]
+    fn operations_of_the_string_format_still_decode() {
+        #[derive(Serialize)]
+        enum OldKind {
+            #[allow(dead_code)]
+            Get {
+                key: String,
+            },
+            Put {
+                key: String,
+                value: String,
+            },
+        }
+        #[derive(Serialize)]
+        struct OldOp {
+            client_id: u64,
+            seq: u64,
+            kind: OldKind,
+        }
+        let old = OldOp {
+            client_id: 7,
+            seq: 3,
+            kind: OldKind::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let op = Op::decode(&bytes).unwrap();
+        assert_eq!(
+            op,
+            Op {
+                client_id: 7,
+                seq: 3,
+                kind: OpKind::Put {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from_static(b"v"),
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn limits_cover_every_key_and_value_of_an_operation() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+            max_request_bytes: 20,
+            max_reply_bytes: 100,
+        };
+        let pair = |k: &'static str, v: &'static str| (Bytes::from(k), Bytes::from(v));
+        let mset = |pairs| OpKind::Command(Command::MSet(pairs));
+        assert_eq!(
+            limits.check(&mset(vec![pair("a", "1"), pair("b", "2")])),
+            Ok(())
+        );
+        assert_eq!(
+            limits.check(&mset(vec![pair("a", "1"), pair("toolong", "2")])),
+            Err(KvError::KeyTooLarge { len: 7, max: 4 })
+        );
+        assert_eq!(
+            limits.check(&mset(vec![pair("a", "123456789")])),
+            Err(KvError::ValueTooLarge { len: 9, max: 8 })
+        );
+        let exec = OpKind::Exec {
+            watched: vec![],
+            commands: vec![Command::MSet(vec![pair("a", "12345678"); 3])],
+        };
+        assert_eq!(
+            limits.check(&exec),
+            Err(KvError::RequestTooLarge { len: 27, max: 20 })
+        );
     }
 }

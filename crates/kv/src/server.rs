@@ -9,7 +9,7 @@
 //! The apply loop is the only code that changes the key/value state, and a `Get` goes through
 //! the log like any write, so a deposed leader can never answer from stale state.
 
-use crate::op::{KvError, KvReply, Limits, Op, OpKind};
+use crate::op::{KvError, KvReply, Limits, Op, OpKind, Value};
 use crate::state_machine::{KvStateMachine, StateImage, DEFAULT_MAX_SESSIONS};
 use raft::{ApplyMsg, Handle, LogIndex};
 use std::collections::BTreeMap;
@@ -198,7 +198,7 @@ impl KvServer {
     }
 
     /// The `Get` RPC handler.
-    pub async fn get(&self, client_id: u64, seq: u64, key: String) -> KvReply {
+    pub async fn get(&self, client_id: u64, seq: u64, key: bytes::Bytes) -> KvReply {
         self.handle(Op {
             client_id,
             seq,
@@ -220,7 +220,8 @@ impl KvServer {
         config.limits.check(&op.kind)?;
         if let (Fault::LocalReads, OpKind::Get { key }) = (config.fault, &op.kind) {
             if self.raft.state().1 {
-                return Ok(lock(&self.shared.state).peek(key).unwrap_or("").to_string());
+                let value = lock(&self.shared.state).peek(key);
+                return Ok(value.map_or(Value::Nil, Value::Bytes));
             }
         }
         let (index, term, mut done) = {
@@ -235,8 +236,8 @@ impl KvServer {
                 .start(op.encode())
                 .map_err(|_| KvError::WrongLeader)?;
             match config.fault {
-                Fault::AnswerBeforeCommit if !matches!(op.kind, OpKind::Get { .. }) => {
-                    return Ok(String::new());
+                Fault::AnswerBeforeCommit if !op.kind.is_read() => {
+                    return Ok(Value::Ok);
                 }
                 Fault::SessionUpdatedOnPropose => {
                     lock(&self.shared.state).record_session(op.client_id, op.seq);

@@ -2,6 +2,14 @@
 //! touches it, one committed operation at a time, in log order, so every replica that applies
 //! the same log holds the same state. A snapshot is this state, serialized.
 //!
+//! # Keys, values and versions
+//!
+//! Keys and values are bytes. Each key also has a version, the log index of the entry that
+//! last changed it: WATCH reads versions and EXEC compares them, at apply time, so a
+//! transaction's check holds whichever replica leads. The map is ordered by a fixed hash of
+//! the key (then the key), which gives SCAN a cursor every replica understands alike and that
+//! keys added or removed meanwhile do not disturb.
+//!
 //! # Sessions (thesis §6.3)
 //!
 //! A client opens a session (an `OpenSession` entry) before its first request, and numbers
@@ -16,40 +24,100 @@
 //! applying it nor answering "done" would be safe.
 //!
 //! Per client only small things are kept: a read's reply is not cached, since a retried read
-//! may simply read again (it is still within the client's call, so that is linearizable).
+//! may simply read again (it is still within the client's call, so that is linearizable), and
+//! a write's reply larger than [`MAX_KEPT_REPLY`] (the old value of a GETSET, say) is kept as
+//! "applied, reply not kept".
 
-use crate::op::{KvError, KvReply, Limits, Op, OpKind};
+use crate::glob;
+use crate::op::{Command, KvError, KvReply, Limits, Op, OpKind, SetWhen, Value};
+use bytes::{Bytes, BytesMut};
 use raft::SnapshotData;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::sync::Arc;
 
-/// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots.
+/// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots, plus
+/// its last write's reply.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
-/// The first byte of every snapshot: the version of the encoding that follows.
-const SNAPSHOT_FORMAT: u8 = 1;
+/// The largest write reply a session keeps for a retry.
+pub const MAX_KEPT_REPLY: usize = 4 << 10;
+
+/// Most keys a SCAN examines in one call, whatever COUNT asks.
+pub const MAX_SCAN_COUNT: usize = 10_000;
+
+/// The first byte of every snapshot: the version of the encoding that follows. Version 1
+/// (string keys and values, no versions) is still read.
+const SNAPSHOT_FORMAT: u8 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
     /// The last sequence number applied (the first request of the session is this + 1).
     last_seq: u64,
-    /// The reply of that request if it was a write (reads are not cached).
-    last_write: Option<Result<(), KvError>>,
+    /// The reply of that request if it was a write (reads are not kept).
+    last_reply: Option<KvReply>,
     /// The log index of the entry that last used the session, for eviction.
     last_used: u64,
 }
 
+/// A key in the map, ordered by a fixed hash of its bytes first. Serialized as the key alone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct MapKey {
+    hash: u64,
+    key: Bytes,
+}
+
+impl MapKey {
+    fn new(key: &Bytes) -> MapKey {
+        MapKey {
+            hash: scan_hash(key),
+            key: key.clone(),
+        }
+    }
+
+    /// The first position of hash `hash`, for ranges.
+    fn first_at(hash: u64) -> MapKey {
+        MapKey {
+            hash,
+            key: Bytes::new(),
+        }
+    }
+}
+
+/// The position of a key in the map and in SCAN: FNV-1a, fixed across builds and platforms,
+/// in 63 bits so that `hash + 1` (a SCAN cursor) always fits.
+fn scan_hash(key: &[u8]) -> u64 {
+    fnv(key) >> 1
+}
+
+impl Serialize for MapKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.key.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MapKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MapKey, D::Error> {
+        Bytes::deserialize(d).map(|key| MapKey::new(&key))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    value: Bytes,
+    /// The log index of the entry that last wrote the key.
+    version: u64,
+}
+
 /// What every replica holds identically, and what a snapshot is made of.
 ///
-/// Both maps are persistent (copy-on-write) hash maps, and keys and values sit behind `Arc`s,
-/// so a copy of the whole state costs O(1): a snapshot copies it on the apply loop and encodes
-/// the copy elsewhere while writes go on, each write then copying only the few map nodes on
-/// its path (pointers, not data).
+/// Both maps are persistent (copy-on-write), and values are reference-counted bytes, so a
+/// copy of the whole state costs O(1): a snapshot copies it on the apply loop and encodes the
+/// copy elsewhere while writes go on, each write then copying only the few map nodes on its
+/// path (pointers, not data).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Replicated {
-    data: imbl::HashMap<Arc<str>, Arc<String>>,
+    data: imbl::OrdMap<MapKey, Entry>,
     sessions: imbl::HashMap<u64, Session>,
 }
 
@@ -101,10 +169,32 @@ impl Write for KeepError<'_> {
     }
 }
 
+/// The state as snapshot format 1 held it, read for upgrades.
+mod format1 {
+    use crate::op::KvError;
+    use serde::Deserialize;
+    use std::sync::Arc;
+
+    #[derive(Clone, Deserialize)]
+    pub struct Session {
+        pub last_seq: u64,
+        pub last_write: Option<Result<(), KvError>>,
+        pub last_used: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Replicated {
+        pub data: imbl::HashMap<Arc<str>, Arc<String>>,
+        pub sessions: imbl::HashMap<u64, Session>,
+    }
+}
+
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("snapshot format version {0} is not supported (this build reads {SNAPSHOT_FORMAT})")]
+    #[error(
+        "snapshot format version {0} is not supported (this build reads 1 and {SNAPSHOT_FORMAT})"
+    )]
     Version(u8),
     #[error("snapshot is empty")]
     Empty,
@@ -136,7 +226,7 @@ impl KvStateMachine {
         match &op.kind {
             OpKind::OpenSession => {
                 self.open_session(index, op.client_id, op.seq);
-                return Ok(String::new());
+                return Ok(Value::Ok);
             }
             OpKind::CloseSession => {
                 // A stale copy (a session opened since starts above it) closes nothing.
@@ -149,39 +239,37 @@ impl KvStateMachine {
                     let s = self.state.sessions.remove(&op.client_id).expect("present");
                     self.lru.remove(&(s.last_used, op.client_id));
                 }
-                return Ok(String::new());
+                return Ok(Value::Ok);
             }
             _ => {}
         }
         let Some(session) = self.state.sessions.get(&op.client_id) else {
             return Err(KvError::SessionExpired);
         };
-        let (last_seq, last_write, last_used) = (
-            session.last_seq,
-            session.last_write.clone(),
-            session.last_used,
-        );
+        let (last_seq, last_used) = (session.last_seq, session.last_used);
         if op.seq <= last_seq {
             // A retry. A write is answered as it was the first time; a read reads again.
             // An older sequence number is a stale duplicate whose caller has moved on.
-            return match (&op.kind, last_write) {
-                (OpKind::Get { key }, _) => Ok(self.read(key)),
-                (_, Some(reply)) if op.seq == last_seq => reply.map(|()| String::new()),
-                _ => Ok(String::new()),
+            if op.kind.is_read() {
+                return self.execute(index, &op.kind);
+            }
+            return match &session.last_reply {
+                Some(reply) if op.seq == last_seq => reply.clone(),
+                _ => Ok(Value::Ok),
             };
         }
-        let reply = self.execute(&op.kind);
+        let reply = self.execute(index, &op.kind);
         self.lru.remove(&(last_used, op.client_id));
         self.lru.insert((index, op.client_id));
-        let last_write = match &op.kind {
-            OpKind::Get { .. } => None,
-            _ => Some(reply.clone().map(drop)),
-        };
+        let last_reply = (!op.kind.is_read()).then(|| match &reply {
+            Ok(value) if value.size() > MAX_KEPT_REPLY => Err(KvError::ReplyNotKept),
+            other => other.clone(),
+        });
         self.state.sessions.insert(
             op.client_id,
             Session {
                 last_seq: op.seq,
-                last_write,
+                last_reply,
                 last_used: index,
             },
         );
@@ -202,51 +290,271 @@ impl KvStateMachine {
             client_id,
             Session {
                 last_seq: first_seq.saturating_sub(1),
-                last_write: None,
+                last_reply: None,
                 last_used: index,
             },
         );
         self.lru.insert((index, client_id));
     }
 
-    fn read(&self, key: &str) -> String {
-        self.state
-            .data
-            .get(key)
-            .map_or_else(String::new, |v| v.as_str().to_owned())
+    fn entry(&self, key: &Bytes) -> Option<&Entry> {
+        self.state.data.get(&MapKey::new(key))
     }
 
-    fn execute(&mut self, kind: &OpKind) -> KvReply {
+    fn read(&self, key: &Bytes) -> Value {
+        self.entry(key)
+            .map_or(Value::Nil, |e| Value::Bytes(e.value.clone()))
+    }
+
+    fn write(&mut self, index: u64, key: &Bytes, value: Bytes) {
+        self.state.data.insert(
+            MapKey::new(key),
+            Entry {
+                value,
+                version: index,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &Bytes) -> Option<Entry> {
+        self.state.data.remove(&MapKey::new(key))
+    }
+
+    fn value_too_large(&self, len: usize) -> KvError {
+        KvError::ValueTooLarge {
+            len,
+            max: self.limits.max_value_bytes,
+        }
+    }
+
+    /// Appends in place unless a snapshot or a reply still shares the value; returns the new
+    /// length, or refuses past the value limit (changing nothing).
+    fn append(&mut self, index: u64, key: &Bytes, tail: &[u8]) -> Result<usize, KvError> {
+        let map_key = MapKey::new(key);
+        let current = self.state.data.get(&map_key).map_or(0, |e| e.value.len());
+        let len = current + tail.len();
+        if len > self.limits.max_value_bytes {
+            return Err(self.value_too_large(len));
+        }
+        let old = self
+            .state
+            .data
+            .remove(&map_key)
+            .map_or_else(Bytes::new, |e| e.value);
+        let mut grown = old.try_into_mut().unwrap_or_else(|shared| {
+            // Room to grow, so that a run of appends copies the value only now and then.
+            let room = (len + len / 2).min(self.limits.max_value_bytes).max(len);
+            let mut fresh = BytesMut::with_capacity(room);
+            fresh.extend_from_slice(&shared);
+            fresh
+        });
+        grown.extend_from_slice(tail);
+        self.state.data.insert(
+            map_key,
+            Entry {
+                value: grown.freeze(),
+                version: index,
+            },
+        );
+        Ok(len)
+    }
+
+    fn execute(&mut self, index: u64, kind: &OpKind) -> KvReply {
         match kind {
             OpKind::Get { key } => Ok(self.read(key)),
             OpKind::Put { key, value } => {
-                self.state
-                    .data
-                    .insert(Arc::from(key.as_str()), Arc::new(value.clone()));
-                Ok(String::new())
+                self.write(index, key, value.clone());
+                Ok(Value::Ok)
             }
-            OpKind::Append { key, value } => {
-                let current = self.state.data.get(key.as_str()).map_or(0, |v| v.len());
-                let len = current + value.len();
-                if len > self.limits.max_value_bytes {
-                    return Err(KvError::ValueTooLarge {
-                        len,
-                        max: self.limits.max_value_bytes,
+            OpKind::Append { key, value } => self.append(index, key, value).map(|_| Value::Ok),
+            OpKind::Command(command) => {
+                let reply = self.run(index, command)?;
+                // A write replies with one value at most (bounded by the value limit); a read
+                // that answers too much is refused, having changed nothing.
+                if command.is_read() && reply.size() > self.limits.max_reply_bytes {
+                    return Err(KvError::ReplyTooLarge {
+                        len: reply.size(),
+                        max: self.limits.max_reply_bytes,
                     });
                 }
-                match self.state.data.get_mut(key.as_str()) {
-                    // In place unless a snapshot still shares the value.
-                    Some(v) => Arc::make_mut(v).push_str(value),
-                    None => {
-                        self.state
-                            .data
-                            .insert(Arc::from(key.as_str()), Arc::new(value.clone()));
-                    }
+                Ok(reply)
+            }
+            OpKind::Exec { watched, commands } => {
+                let changed = watched
+                    .iter()
+                    .any(|(key, version)| self.entry(key).map_or(0, |e| e.version) != *version);
+                if changed {
+                    return Ok(Value::Nil);
                 }
-                Ok(String::new())
+                let mut budget = self.limits.max_reply_bytes;
+                let replies = commands
+                    .iter()
+                    .map(|command| {
+                        let reply = match self.run(index, command) {
+                            Ok(reply) => reply,
+                            Err(e) => Value::Error(format!("ERR {e}")),
+                        };
+                        if reply.size() > budget {
+                            return Value::Error(format!(
+                                "ERR the transaction's replies exceed the limit of {} bytes",
+                                self.limits.max_reply_bytes
+                            ));
+                        }
+                        budget -= reply.size();
+                        reply
+                    })
+                    .collect();
+                Ok(Value::Array(replies))
             }
             OpKind::OpenSession | OpKind::CloseSession => unreachable!("handled by apply"),
         }
+    }
+
+    /// Runs one command at log index `index`. An `Err` changed nothing.
+    fn run(&mut self, index: u64, command: &Command) -> Result<Value, KvError> {
+        let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        Ok(match command {
+            Command::Get(key) => self.read(key),
+            Command::Set {
+                key,
+                value,
+                when,
+                get,
+            } => {
+                let old = self.entry(key).map(|e| e.value.clone());
+                let write = match when {
+                    SetWhen::Always => true,
+                    SetWhen::IfMissing => old.is_none(),
+                    SetWhen::IfExists => old.is_some(),
+                };
+                if write {
+                    self.write(index, key, value.clone());
+                }
+                match (get, write) {
+                    (true, _) => old.map_or(Value::Nil, Value::Bytes),
+                    (false, true) => Value::Ok,
+                    (false, false) => Value::Nil,
+                }
+            }
+            Command::GetDel(key) => self
+                .remove(key)
+                .map_or(Value::Nil, |e| Value::Bytes(e.value)),
+            Command::StrLen(key) => count(self.entry(key).map_or(0, |e| e.value.len())),
+            Command::Append { key, value } => count(self.append(index, key, value)?),
+            Command::IncrBy { key, by } => {
+                let current = match self.entry(key) {
+                    None => 0,
+                    Some(e) => match parse_integer(&e.value) {
+                        Some(n) => n,
+                        None => return Ok(not_an_integer()),
+                    },
+                };
+                let Some(next) = current.checked_add(*by) else {
+                    return Ok(Value::Error(
+                        "ERR increment or decrement would overflow".into(),
+                    ));
+                };
+                self.write(index, key, Bytes::from(next.to_string()));
+                Value::Int(next)
+            }
+            Command::Del(keys) => count(keys.iter().filter(|k| self.remove(k).is_some()).count()),
+            Command::Exists(keys) => count(keys.iter().filter(|k| self.entry(k).is_some()).count()),
+            Command::MGet(keys) => {
+                let mut size = 0;
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let value = self.read(key);
+                    size += value.size();
+                    if size > self.limits.max_reply_bytes {
+                        return Err(self.reply_too_large(size));
+                    }
+                    values.push(value);
+                }
+                Value::Array(values)
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    self.write(index, key, value.clone());
+                }
+                Value::Ok
+            }
+            Command::MSetNx(pairs) => {
+                if pairs.iter().any(|(key, _)| self.entry(key).is_some()) {
+                    return Ok(Value::Int(0));
+                }
+                for (key, value) in pairs {
+                    self.write(index, key, value.clone());
+                }
+                Value::Int(1)
+            }
+            Command::DbSize => count(self.state.data.len()),
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+            } => self.scan(*cursor, pattern.as_deref(), *count)?,
+            Command::Keys(pattern) => {
+                let mut size = 0;
+                let mut keys = Vec::new();
+                for k in self.state.data.keys() {
+                    if glob::matches(pattern, &k.key) {
+                        size += k.key.len() + 8;
+                        if size > self.limits.max_reply_bytes {
+                            return Err(self.reply_too_large(size));
+                        }
+                        keys.push(Value::Bytes(k.key.clone()));
+                    }
+                }
+                Value::Array(keys)
+            }
+            Command::FlushAll => {
+                self.state.data = imbl::OrdMap::new();
+                Value::Ok
+            }
+            Command::Versions(keys) => Value::Array(
+                keys.iter()
+                    .map(|k| Value::Int(self.entry(k).map_or(0, |e| e.version as i64)))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn reply_too_large(&self, len: usize) -> KvError {
+        KvError::ReplyTooLarge {
+            len,
+            max: self.limits.max_reply_bytes,
+        }
+    }
+
+    /// Examines up to `count` keys from the cursor's position (and the rest of the last key's
+    /// hash, so that no cursor falls inside a group of equal hashes); replies
+    /// `[next cursor, matching keys]`. The cursor is 1 + the hash of the next key, or 0 at the
+    /// end, so keys present for the whole scan are all returned, whatever else changes.
+    fn scan(&self, cursor: u64, pattern: Option<&[u8]>, count: usize) -> Result<Value, KvError> {
+        let count = count.clamp(1, MAX_SCAN_COUNT);
+        let start = MapKey::first_at(cursor.saturating_sub(1));
+        let mut keys = Vec::new();
+        let mut size = 0;
+        let mut last_hash = None;
+        let mut next = 0;
+        for (examined, (k, _)) in self.state.data.range(start..).enumerate() {
+            if examined >= count && last_hash != Some(k.hash) {
+                next = k.hash + 1;
+                break;
+            }
+            last_hash = Some(k.hash);
+            if pattern.is_none_or(|p| glob::matches(p, &k.key)) {
+                size += k.key.len() + 8;
+                if size > self.limits.max_reply_bytes {
+                    return Err(self.reply_too_large(size));
+                }
+                keys.push(Value::Bytes(k.key.clone()));
+            }
+        }
+        Ok(Value::Array(vec![
+            Value::Bytes(Bytes::from(next.to_string())),
+            Value::Array(keys),
+        ]))
     }
 
     /// Applies `op` even if it is a retry: only the `Fault::NoDuplicateDetection` mutant does
@@ -265,7 +573,7 @@ impl KvStateMachine {
     pub fn record_session(&mut self, client_id: u64, seq: u64) {
         if let Some(s) = self.state.sessions.get_mut(&client_id) {
             s.last_seq = s.last_seq.max(seq);
-            s.last_write = Some(Ok(()));
+            s.last_reply = Some(Ok(Value::Ok));
         }
     }
 
@@ -284,12 +592,16 @@ impl KvStateMachine {
     /// an error the state is empty (the caller cannot go on from it anyway).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
         let (&version, encoded) = bytes.split_first().ok_or(RestoreError::Empty)?;
-        if version != SNAPSHOT_FORMAT {
+        if version != SNAPSHOT_FORMAT && version != 1 {
             return Err(RestoreError::Version(version));
         }
         self.state = Replicated::default();
         self.lru.clear();
-        self.state = postcard::from_bytes(encoded)?;
+        self.state = if version == 1 {
+            Replicated::from_format1(postcard::from_bytes(encoded)?)
+        } else {
+            postcard::from_bytes(encoded)?
+        };
         self.lru = self
             .state
             .sessions
@@ -301,8 +613,9 @@ impl KvStateMachine {
 
     /// Reads a key directly, for tests and diagnostics only: serving reads from here would
     /// bypass the log.
-    pub fn peek(&self, key: &str) -> Option<&str> {
-        self.state.data.get(key).map(|v| v.as_str())
+    pub fn peek(&self, key: &[u8]) -> Option<Bytes> {
+        self.entry(&Bytes::copy_from_slice(key))
+            .map(|e| e.value.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -325,20 +638,66 @@ impl KvStateMachine {
     }
 }
 
+/// A value as Redis reads an integer: an optional `-` and decimal digits, no leading zeros,
+/// no sign `+`, no spaces, within a signed 64-bit integer.
+fn parse_integer(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => text.len() == 1,
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+fn not_an_integer() -> Value {
+    Value::Error("ERR value is not an integer or out of range".into())
+}
+
 impl Replicated {
+    /// Format 1 had no versions: every key starts at version 0, as if missing, so a WATCH
+    /// taken before the upgrade cannot be carried over it (none can: its client's session
+    /// lives only as long as its connection).
+    fn from_format1(old: format1::Replicated) -> Replicated {
+        let data = old
+            .data
+            .iter()
+            .map(|(k, v)| {
+                let key = Bytes::copy_from_slice(k.as_bytes());
+                let value = Bytes::copy_from_slice(v.as_bytes());
+                (MapKey::new(&key), Entry { value, version: 0 })
+            })
+            .collect();
+        let sessions = old
+            .sessions
+            .iter()
+            .map(|(&client, s)| {
+                let session = Session {
+                    last_seq: s.last_seq,
+                    last_reply: s.last_write.clone().map(|r| r.map(|()| Value::Ok)),
+                    last_used: s.last_used,
+                };
+                (client, session)
+            })
+            .collect();
+        Replicated { data, sessions }
+    }
+
     /// The sum of a hash per key and per session: independent of iteration order, so no
     /// sorting, and equal for equal states whatever their history.
     fn digest(&self) -> u64 {
-        let data = self.data.iter().fold(0u64, |d, (k, v)| {
-            d.wrapping_add(mix(fnv(k.as_bytes()), fnv(v.as_bytes())))
+        let data = self.data.iter().fold(0u64, |d, (k, e)| {
+            d.wrapping_add(mix(fnv(&k.key), mix(fnv(&e.value), e.version)))
         });
         let sessions = self.sessions.iter().fold(0u64, |d, (client, s)| {
-            let write = match &s.last_write {
+            let reply = match &s.last_reply {
                 None => 0,
-                Some(Ok(())) => 1,
-                Some(Err(e)) => fnv(e.to_string().as_bytes()),
+                Some(reply) => fnv(format!("{reply:?}").as_bytes()),
             };
-            d.wrapping_add(mix(*client, mix(s.last_seq, mix(s.last_used, write))))
+            d.wrapping_add(mix(*client, mix(s.last_seq, mix(s.last_used, reply))))
         });
         mix(data, sessions)
     }
@@ -381,13 +740,24 @@ mod tests {
 
     fn append(key: &str, value: &str) -> OpKind {
         OpKind::Append {
-            key: key.into(),
-            value: value.into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         }
     }
 
     fn get(key: &str) -> OpKind {
-        OpKind::Get { key: key.into() }
+        OpKind::Get {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        }
+    }
+
+    fn text(value: &str) -> KvReply {
+        Ok(Value::Bytes(Bytes::copy_from_slice(value.as_bytes())))
+    }
+
+    fn peek(sm: &KvStateMachine, key: &str) -> Option<String> {
+        sm.peek(key.as_bytes())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
     }
 
     /// A state machine with sessions for `clients`, opened at indexes 1.., sequence numbers
@@ -397,7 +767,7 @@ mod tests {
         for &c in clients {
             assert_eq!(
                 sm.apply(index, &op(c, 1, OpKind::OpenSession)),
-                Ok("".into())
+                Ok(Value::Ok)
             );
             index += 1;
         }
@@ -408,41 +778,26 @@ mod tests {
     fn put_append_get() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(sm.apply(i, &op(1, 1, get("k"))), Ok(String::new()));
-        assert_eq!(
-            sm.apply(i + 1, &op(1, 2, append("k", "a"))),
-            Ok(String::new())
-        );
-        assert_eq!(
-            sm.apply(i + 2, &op(1, 3, append("k", "b"))),
-            Ok(String::new())
-        );
-        assert_eq!(sm.apply(i + 3, &op(1, 4, get("k"))), Ok("ab".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, get("k"))), Ok(Value::Nil));
+        assert_eq!(sm.apply(i + 1, &op(1, 2, append("k", "a"))), Ok(Value::Ok));
+        assert_eq!(sm.apply(i + 2, &op(1, 3, append("k", "b"))), Ok(Value::Ok));
+        assert_eq!(sm.apply(i + 3, &op(1, 4, get("k"))), text("ab"));
     }
 
     #[test]
     fn a_retried_append_is_applied_once() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[7, 8]);
-        assert_eq!(sm.apply(i, &op(7, 1, append("k", "x"))), Ok(String::new()));
-        assert_eq!(
-            sm.apply(i + 1, &op(7, 1, append("k", "x"))),
-            Ok(String::new())
-        );
-        assert_eq!(sm.peek("k"), Some("x"));
-        assert_eq!(sm.apply(i + 2, &op(7, 2, get("k"))), Ok("x".into()));
-        assert_eq!(
-            sm.apply(i + 3, &op(8, 1, append("k", "y"))),
-            Ok(String::new())
-        );
+        assert_eq!(sm.apply(i, &op(7, 1, append("k", "x"))), Ok(Value::Ok));
+        assert_eq!(sm.apply(i + 1, &op(7, 1, append("k", "x"))), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("x"));
+        assert_eq!(sm.apply(i + 2, &op(7, 2, get("k"))), text("x"));
+        assert_eq!(sm.apply(i + 3, &op(8, 1, append("k", "y"))), Ok(Value::Ok));
         // A retried read reads again: it is still within the client's call.
-        assert_eq!(sm.apply(i + 4, &op(7, 2, get("k"))), Ok("xy".into()));
+        assert_eq!(sm.apply(i + 4, &op(7, 2, get("k"))), text("xy"));
         // A stale duplicate of an older write changes nothing.
-        assert_eq!(
-            sm.apply(i + 5, &op(7, 1, append("k", "x"))),
-            Ok(String::new())
-        );
-        assert_eq!(sm.peek("k"), Some("xy"));
+        assert_eq!(sm.apply(i + 5, &op(7, 1, append("k", "x"))), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("xy"));
     }
 
     #[test]
@@ -450,16 +805,14 @@ mod tests {
         let limits = Limits {
             max_key_bytes: 8,
             max_value_bytes: 4,
+            ..Limits::default()
         };
         let mut sm = KvStateMachine::new(limits, 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(
-            sm.apply(i, &op(1, 1, append("k", "abc"))),
-            Ok(String::new())
-        );
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "abc"))), Ok(Value::Ok));
         let reply = sm.apply(i + 1, &op(1, 2, append("k", "de")));
         assert_eq!(reply, Err(KvError::ValueTooLarge { len: 5, max: 4 }));
-        assert_eq!(sm.peek("k"), Some("abc"));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("abc"));
         // The refusal is remembered like any reply.
         assert_eq!(sm.apply(i + 2, &op(1, 2, append("k", "de"))), reply);
     }
@@ -470,46 +823,46 @@ mod tests {
     fn the_least_recently_used_session_is_evicted_and_its_retries_refused() {
         let mut sm = KvStateMachine::new(Limits::default(), 2);
         let i = with_sessions(&mut sm, &[1, 2]);
-        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
         // Client 2 is now the least recently used; opening 3 evicts it.
         assert_eq!(
             sm.apply(i + 1, &op(3, 1, OpKind::OpenSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(sm.sessions(), 2);
         assert_eq!(
             sm.apply(i + 2, &op(2, 1, append("k", "b"))),
             Err(KvError::SessionExpired)
         );
-        assert_eq!(sm.peek("k"), Some("a"));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("a"));
         // Client 1 was used after client 2 and is still there: its retry is recognised.
-        assert_eq!(sm.apply(i + 3, &op(1, 1, append("k", "a"))), Ok("".into()));
-        assert_eq!(sm.peek("k"), Some("a"));
+        assert_eq!(sm.apply(i + 3, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("a"));
         // A reopened session refuses nothing newer than where the client says it starts,
         // and applies nothing older.
         assert_eq!(
             sm.apply(i + 4, &op(2, 5, OpKind::OpenSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(
             sm.apply(i + 5, &op(2, 3, append("k", "old"))),
-            Ok("".into())
+            Ok(Value::Ok)
         );
-        assert_eq!(sm.apply(i + 6, &op(2, 5, append("k", "b"))), Ok("".into()));
-        assert_eq!(sm.peek("k"), Some("ab"));
+        assert_eq!(sm.apply(i + 6, &op(2, 5, append("k", "b"))), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("ab"));
     }
 
     #[test]
     fn a_closed_session_refuses_requests() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(sm.apply(i, &op(1, 1, OpKind::CloseSession)), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, OpKind::CloseSession)), Ok(Value::Ok));
         assert_eq!(sm.sessions(), 0);
         assert_eq!(
             sm.apply(i + 1, &op(1, 1, append("k", "a"))),
             Err(KvError::SessionExpired)
         );
-        assert_eq!(sm.peek("k"), None);
+        assert_eq!(peek(&sm, "k"), None);
     }
 
     /// A close carries a sequence number of its own; a delayed copy of it arriving after the
@@ -518,29 +871,29 @@ mod tests {
     fn a_stale_close_does_not_end_a_newer_session() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
         assert_eq!(
             sm.apply(i + 1, &op(1, 2, OpKind::CloseSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(
             sm.apply(i + 2, &op(1, 3, OpKind::OpenSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(
             sm.apply(i + 3, &op(1, 2, OpKind::CloseSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(sm.sessions(), 1);
-        assert_eq!(sm.apply(i + 4, &op(1, 3, append("k", "b"))), Ok("".into()));
-        assert_eq!(sm.peek("k"), Some("ab"));
+        assert_eq!(sm.apply(i + 4, &op(1, 3, append("k", "b"))), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("ab"));
     }
 
     #[test]
     fn a_snapshot_restores_data_sessions_and_eviction_order() {
         let mut sm = KvStateMachine::new(Limits::default(), 2);
         let i = with_sessions(&mut sm, &[1, 2]);
-        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
         let bytes = sm.snapshot();
         let mut copy = KvStateMachine::new(Limits::default(), 2);
         copy.restore(&bytes).expect("restore");
@@ -548,13 +901,13 @@ mod tests {
         // A retry after the snapshot is still recognised.
         assert_eq!(
             copy.apply(i + 1, &op(1, 1, append("k", "a"))),
-            Ok("".into())
+            Ok(Value::Ok)
         );
-        assert_eq!(copy.peek("k"), Some("a"));
+        assert_eq!(peek(&copy, "k").as_deref(), Some("a"));
         // The restored eviction order is the original's: client 2 goes first.
         assert_eq!(
             copy.apply(i + 2, &op(3, 1, OpKind::OpenSession)),
-            Ok("".into())
+            Ok(Value::Ok)
         );
         assert_eq!(
             copy.apply(i + 3, &op(2, 1, get("k"))),
@@ -571,8 +924,8 @@ mod tests {
         for (index, seq) in (first..).zip(1..=400) {
             let value = (seq % 2).to_string();
             let put = OpKind::Put {
-                key: "x".into(),
-                value,
+                key: Bytes::from_static(b"x"),
+                value: Bytes::from(value),
             };
             sm.apply(index, &op(1, seq, put)).expect("put");
         }
@@ -589,21 +942,21 @@ mod tests {
     fn an_image_is_the_state_when_taken_and_writes_go_on() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
         let image = sm.image();
         let before = sm.digest();
-        assert_eq!(sm.apply(i + 1, &op(1, 2, append("k", "b"))), Ok("".into()));
+        assert_eq!(sm.apply(i + 1, &op(1, 2, append("k", "b"))), Ok(Value::Ok));
         let put = OpKind::Put {
-            key: "other".into(),
-            value: "v".into(),
+            key: Bytes::from_static(b"other"),
+            value: Bytes::from_static(b"v"),
         };
-        assert_eq!(sm.apply(i + 2, &op(1, 3, put)), Ok("".into()));
+        assert_eq!(sm.apply(i + 2, &op(1, 3, put)), Ok(Value::Ok));
         let mut copy = KvStateMachine::new(Limits::default(), 10);
         copy.restore(&image.encode()).expect("restore");
         assert_eq!(copy.digest(), before);
-        assert_eq!(copy.peek("k"), Some("a"));
-        assert_eq!(copy.peek("other"), None);
-        assert_eq!(sm.peek("k"), Some("ab"));
+        assert_eq!(peek(&copy, "k").as_deref(), Some("a"));
+        assert_eq!(peek(&copy, "other"), None);
+        assert_eq!(peek(&sm, "k").as_deref(), Some("ab"));
     }
 
     /// A snapshot names its format; one this build cannot read, or a damaged one, is refused
@@ -612,7 +965,7 @@ mod tests {
     fn a_snapshot_of_another_format_or_damaged_is_refused() {
         let mut sm = KvStateMachine::new(Limits::default(), 10);
         let i = with_sessions(&mut sm, &[1]);
-        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok("".into()));
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
         let mut bytes = sm.snapshot();
         let mut copy = KvStateMachine::new(Limits::default(), 10);
         bytes[0] = 9;
@@ -624,5 +977,386 @@ mod tests {
         bytes[0] = SNAPSHOT_FORMAT;
         bytes.truncate(bytes.len() - 1);
         assert!(matches!(copy.restore(&bytes), Err(RestoreError::Decode(_))));
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn cmd(c: Command) -> OpKind {
+        OpKind::Command(c)
+    }
+
+    fn set(key: &str, value: &[u8], when: SetWhen, get: bool) -> OpKind {
+        cmd(Command::Set {
+            key: b(key),
+            value: Bytes::copy_from_slice(value),
+            when,
+            get,
+        })
+    }
+
+    /// Applies a run of operations for client 1 (session opened at index 1), each at the next
+    /// index, and returns their replies.
+    fn run_all(sm: &mut KvStateMachine, kinds: Vec<OpKind>) -> Vec<KvReply> {
+        let first = with_sessions(sm, &[1]);
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| sm.apply(first + i as u64, &op(1, i as u64 + 1, kind)))
+            .collect()
+    }
+
+    #[test]
+    fn values_are_bytes_and_a_missing_key_is_not_an_empty_one() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let binary = [0xff, 0xfe, 0x00, b'\r', b'\n'];
+        let replies = run_all(
+            &mut sm,
+            vec![
+                set("bin", &binary, SetWhen::Always, false),
+                cmd(Command::Get(b("bin"))),
+                set("empty", b"", SetWhen::Always, false),
+                cmd(Command::Get(b("empty"))),
+                cmd(Command::Get(b("missing"))),
+                cmd(Command::Exists(vec![b("empty"), b("missing"), b("bin")])),
+            ],
+        );
+        assert_eq!(
+            replies[1],
+            Ok(Value::Bytes(Bytes::copy_from_slice(&binary)))
+        );
+        assert_eq!(replies[3], Ok(Value::Bytes(Bytes::new())));
+        assert_eq!(replies[4], Ok(Value::Nil));
+        assert_eq!(replies[5], Ok(Value::Int(2)));
+    }
+
+    #[test]
+    fn set_conditions_and_get_behave_as_in_redis() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let replies = run_all(
+            &mut sm,
+            vec![
+                set("k", b"1", SetWhen::IfExists, false),
+                set("k", b"1", SetWhen::IfMissing, false),
+                set("k", b"2", SetWhen::IfMissing, false),
+                set("k", b"3", SetWhen::IfExists, true),
+                cmd(Command::GetDel(b("k"))),
+                cmd(Command::GetDel(b("k"))),
+                cmd(Command::StrLen(b("k"))),
+            ],
+        );
+        assert_eq!(
+            replies,
+            vec![
+                Ok(Value::Nil),
+                Ok(Value::Ok),
+                Ok(Value::Nil),
+                text("1"),
+                text("3"),
+                Ok(Value::Nil),
+                Ok(Value::Int(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn incr_refuses_non_integers_and_overflow_and_changes_nothing() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let incr = |key: &str, by| cmd(Command::IncrBy { key: b(key), by });
+        let replies = run_all(
+            &mut sm,
+            vec![
+                incr("n", 5),
+                incr("n", -7),
+                set("s", b"12a", SetWhen::Always, false),
+                incr("s", 1),
+                set("z", b"007", SetWhen::Always, false),
+                incr("z", 1),
+                set(
+                    "max",
+                    i64::MAX.to_string().as_bytes(),
+                    SetWhen::Always,
+                    false,
+                ),
+                incr("max", 1),
+            ],
+        );
+        assert_eq!(replies[0], Ok(Value::Int(5)));
+        assert_eq!(replies[1], Ok(Value::Int(-2)));
+        assert_eq!(replies[3], Ok(not_an_integer()));
+        assert_eq!(replies[5], Ok(not_an_integer()));
+        assert_eq!(
+            replies[7],
+            Ok(Value::Error(
+                "ERR increment or decrement would overflow".into()
+            ))
+        );
+        assert_eq!(peek(&sm, "s").as_deref(), Some("12a"));
+        assert_eq!(peek(&sm, "max"), Some(i64::MAX.to_string()));
+    }
+
+    #[test]
+    fn multi_key_commands() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let pairs = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (b(k), b(v))).collect();
+        let replies = run_all(
+            &mut sm,
+            vec![
+                cmd(Command::MSet(pairs(&[("a", "1"), ("b", "2")]))),
+                cmd(Command::MSetNx(pairs(&[("b", "x"), ("c", "3")]))),
+                cmd(Command::MGet(vec![b("a"), b("c"), b("b")])),
+                cmd(Command::MSetNx(pairs(&[("c", "3"), ("d", "4")]))),
+                cmd(Command::DbSize),
+                cmd(Command::Del(vec![b("a"), b("a"), b("zz"), b("d")])),
+                cmd(Command::DbSize),
+                cmd(Command::FlushAll),
+                cmd(Command::DbSize),
+            ],
+        );
+        assert_eq!(replies[1], Ok(Value::Int(0)));
+        assert_eq!(
+            replies[2],
+            Ok(Value::Array(vec![
+                Value::Bytes(b("1")),
+                Value::Nil,
+                Value::Bytes(b("2"))
+            ]))
+        );
+        assert_eq!(replies[3], Ok(Value::Int(1)));
+        assert_eq!(replies[4], Ok(Value::Int(4)));
+        assert_eq!(replies[5], Ok(Value::Int(2)));
+        assert_eq!(replies[6], Ok(Value::Int(2)));
+        assert_eq!(replies[8], Ok(Value::Int(0)));
+    }
+
+    /// EXEC runs its commands in one step, unless a watched key changed since WATCH read its
+    /// version; a command that fails does not stop the others (as in Redis).
+    #[test]
+    fn exec_checks_watched_versions_at_apply_time() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1, 2]);
+        let apply = |sm: &mut KvStateMachine, at: u64, client, seq, kind| {
+            sm.apply(at, &op(client, seq, kind))
+        };
+        apply(&mut sm, i, 1, 1, set("k", b"1", SetWhen::Always, false)).unwrap();
+        let versions = apply(
+            &mut sm,
+            i + 1,
+            1,
+            2,
+            cmd(Command::Versions(vec![b("k"), b("new")])),
+        );
+        assert_eq!(
+            versions,
+            Ok(Value::Array(vec![Value::Int(i as i64), Value::Int(0)]))
+        );
+        let exec = |version| OpKind::Exec {
+            watched: vec![(b("k"), version), (b("new"), 0)],
+            commands: vec![
+                cmd_inner(Command::IncrBy { key: b("k"), by: 1 }),
+                cmd_inner(Command::IncrBy { key: b("x"), by: 1 }),
+                cmd_inner(Command::Append {
+                    key: b("x"),
+                    value: b("a"),
+                }),
+                cmd_inner(Command::IncrBy { key: b("x"), by: 1 }),
+            ],
+        };
+        // Nothing changed since: it runs, the failing INCR included as an error.
+        let reply = apply(&mut sm, i + 2, 1, 3, exec(i));
+        assert_eq!(
+            reply,
+            Ok(Value::Array(vec![
+                Value::Int(2),
+                Value::Int(1),
+                Value::Int(2),
+                not_an_integer()
+            ]))
+        );
+        // Another client writes the key: an EXEC still holding the old version does nothing.
+        apply(&mut sm, i + 3, 2, 1, set("k", b"9", SetWhen::Always, false)).unwrap();
+        assert_eq!(apply(&mut sm, i + 4, 1, 4, exec(i + 2)), Ok(Value::Nil));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("9"));
+        // A watched key that was missing and is created fails the check too.
+        apply(
+            &mut sm,
+            i + 5,
+            2,
+            2,
+            set("new", b"", SetWhen::Always, false),
+        )
+        .unwrap();
+        assert_eq!(apply(&mut sm, i + 6, 1, 5, exec(i + 3)), Ok(Value::Nil));
+        assert_eq!(peek(&sm, "x").as_deref(), Some("1a"));
+    }
+
+    fn cmd_inner(c: Command) -> Command {
+        c
+    }
+
+    /// SCAN returns every key present for the whole scan, however keys come and go between
+    /// its calls, and ends with cursor 0.
+    #[test]
+    fn scan_returns_every_key_present_throughout() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let mut index = with_sessions(&mut sm, &[1]);
+        let mut seq = 0;
+        let mut apply = |sm: &mut KvStateMachine, kind| {
+            index += 1;
+            seq += 1;
+            sm.apply(index, &op(1, seq, kind))
+        };
+        for n in 0..500 {
+            apply(
+                &mut sm,
+                set(&format!("stay{n}"), b"v", SetWhen::Always, false),
+            )
+            .unwrap();
+            apply(
+                &mut sm,
+                set(&format!("gone{n}"), b"v", SetWhen::Always, false),
+            )
+            .unwrap();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = 0;
+        let mut calls = 0;
+        loop {
+            let scan = cmd(Command::Scan {
+                cursor,
+                pattern: Some(b("stay*")),
+                count: 37,
+            });
+            let Ok(Value::Array(reply)) = apply(&mut sm, scan) else {
+                panic!("scan failed");
+            };
+            let [Value::Bytes(next), Value::Array(keys)] = &reply[..] else {
+                panic!("bad scan reply {reply:?}");
+            };
+            for key in keys {
+                let Value::Bytes(key) = key else { panic!() };
+                assert!(key.starts_with(b"stay"));
+                seen.insert(key.clone());
+            }
+            // Churn between calls: delete some keys, add others.
+            calls += 1;
+            apply(&mut sm, cmd(Command::Del(vec![b(&format!("gone{calls}"))]))).unwrap();
+            apply(
+                &mut sm,
+                set(&format!("new{calls}"), b"v", SetWhen::Always, false),
+            )
+            .unwrap();
+            cursor = std::str::from_utf8(next).unwrap().parse().unwrap();
+            if cursor == 0 {
+                break;
+            }
+            assert!(calls < 1000, "scan does not end");
+        }
+        assert_eq!(seen.len(), 500);
+        assert!(calls >= 1000 / 37, "COUNT is respected: {calls} calls");
+        let keys = apply(&mut sm, cmd(Command::Keys(b("stay1?")))).unwrap();
+        let Value::Array(keys) = keys else { panic!() };
+        assert_eq!(keys.len(), 10);
+    }
+
+    #[test]
+    fn replies_past_the_limit_fail_and_large_replies_are_not_kept() {
+        let limits = Limits {
+            max_reply_bytes: 100,
+            ..Limits::default()
+        };
+        let mut sm = KvStateMachine::new(limits, 10);
+        let big = vec![b'x'; 60];
+        let large = vec![b'y'; MAX_KEPT_REPLY + 1];
+        let replies = run_all(
+            &mut sm,
+            vec![
+                set("a", &big, SetWhen::Always, false),
+                set("b", &big, SetWhen::Always, false),
+                cmd(Command::MGet(vec![b("a"), b("b")])),
+                set("c", &large, SetWhen::Always, false),
+                set("c", b"small", SetWhen::Always, true),
+            ],
+        );
+        assert!(matches!(
+            replies[2],
+            Err(KvError::ReplyTooLarge { max: 100, .. })
+        ));
+        assert_eq!(replies[4], Ok(Value::Bytes(Bytes::copy_from_slice(&large))));
+        // Its retry learns that it was applied, not the old value.
+        let retry = op(1, 5, set("c", b"small", SetWhen::Always, true));
+        assert_eq!(sm.apply(20, &retry), Err(KvError::ReplyNotKept));
+        assert_eq!(peek(&sm, "c").as_deref(), Some("small"));
+    }
+
+    /// Snapshots written by the build that stored strings (format 1) are read on upgrade.
+    #[test]
+    fn a_format_1_snapshot_is_read() {
+        use std::sync::Arc;
+        #[derive(Clone, Serialize)]
+        struct OldSession {
+            last_seq: u64,
+            last_write: Option<Result<(), KvError>>,
+            last_used: u64,
+        }
+        #[derive(Serialize)]
+        struct Old {
+            data: imbl::HashMap<Arc<str>, Arc<String>>,
+            sessions: imbl::HashMap<u64, OldSession>,
+        }
+        let mut old = Old {
+            data: imbl::HashMap::new(),
+            sessions: imbl::HashMap::new(),
+        };
+        old.data.insert(Arc::from("k"), Arc::new("v".to_string()));
+        old.sessions.insert(
+            7,
+            OldSession {
+                last_seq: 3,
+                last_write: Some(Ok(())),
+                last_used: 9,
+            },
+        );
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        sm.restore(&bytes).expect("restore format 1");
+        assert_eq!(peek(&sm, "k").as_deref(), Some("v"));
+        // The session is there: a retry of its last write is recognised.
+        let retry = Op {
+            client_id: 7,
+            seq: 3,
+            kind: append("k", "again"),
+        };
+        assert_eq!(sm.apply(10, &retry), Ok(Value::Ok));
+        assert_eq!(peek(&sm, "k").as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn appends_grow_in_place_and_stay_correct_when_shared() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let mut index = with_sessions(&mut sm, &[1]);
+        let mut expected = String::new();
+        let mut seq = 0;
+        for n in 0..200u64 {
+            let piece = format!("{n},");
+            expected.push_str(&piece);
+            index += 1;
+            seq += 1;
+            sm.apply(index, &op(1, seq, append("k", &piece))).unwrap();
+            if n % 50 == 0 {
+                // A snapshot image shares the value; the next append must copy, not change it.
+                let image = sm.image();
+                let mut copy = KvStateMachine::new(Limits::default(), 10);
+                index += 1;
+                seq += 1;
+                sm.apply(index, &op(1, seq, append("k", "!"))).unwrap();
+                expected.push('!');
+                copy.restore(&image.encode()).unwrap();
+                assert_eq!(peek(&copy, "k").map(|v| v.len()), Some(expected.len() - 1));
+            }
+        }
+        assert_eq!(peek(&sm, "k"), Some(expected));
     }
 }

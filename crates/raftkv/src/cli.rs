@@ -6,13 +6,15 @@
 //! with a message that says so, rather than retrying until its deadline.
 
 use anyhow::Context;
-use kv::{Clerk, ClerkConfig, ClerkError};
+use bytes::Bytes;
+use kv::{Clerk, ClerkConfig, ClerkError, OpKind, Value};
 use raftkv::client::TcpClient;
 use raftkv::tls::{ClientTls, TlsFiles};
 use raftkv::wire::NodeStatus;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,9 @@ const MAX_STDIN_VALUE: u64 = 64 << 20;
 
 /// Exit code of `status` when a node is unreachable or the cluster has no leader.
 pub const EXIT_UNHEALTHY: i32 = 1;
+
+/// The exit code of `raftkv get` for a key that has no value.
+pub const EXIT_MISSING: i32 = 1;
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
@@ -213,10 +218,17 @@ fn explain(e: ClerkError) -> anyhow::Error {
     }
 }
 
+/// A key or value given on the command line, as the bytes the shell passed (any bytes, not
+/// only UTF-8).
+fn arg_bytes(arg: OsString) -> Bytes {
+    use std::os::unix::ffi::OsStringExt;
+    Bytes::from(arg.into_vec())
+}
+
 /// A value given on the command line, or read from standard input for `-`.
-fn value_arg(value: String) -> anyhow::Result<String> {
+fn value_arg(value: OsString) -> anyhow::Result<Bytes> {
     if value != "-" {
-        return Ok(value);
+        return Ok(arg_bytes(value));
     }
     let mut bytes = Vec::new();
     std::io::stdin()
@@ -227,34 +239,71 @@ fn value_arg(value: String) -> anyhow::Result<String> {
         bytes.len() as u64 <= MAX_STDIN_VALUE,
         "the value on standard input exceeds {MAX_STDIN_VALUE} bytes"
     );
-    String::from_utf8(bytes).context("the value on standard input is not UTF-8")
+    Ok(Bytes::from(bytes))
 }
 
-pub async fn get(key: String, json: bool, args: &ClientArgs) -> anyhow::Result<()> {
+/// Prints the value of `key`. Returns the exit code: 0, or [`EXIT_MISSING`] if the key has no
+/// value (which is not the same as an empty one).
+pub async fn get(key: OsString, json: bool, raw: bool, args: &ClientArgs) -> anyhow::Result<i32> {
+    let key = arg_bytes(key);
     let mut ck = clerk(args).await?;
-    let value = ck.get(&key).await.map_err(explain)?;
-    if json {
-        println!("{}", serde_json::json!({ "key": key, "value": value }));
-    } else {
-        println!("{value}");
-    }
+    let value = ck
+        .execute(OpKind::Command(kv::Command::Get(key.clone())))
+        .await
+        .map_err(explain)?;
     close_session(ck).await;
-    Ok(())
+    let value = match value {
+        Value::Bytes(value) => Some(value),
+        _ => None,
+    };
+    let shown_key = String::from_utf8_lossy(&key);
+    if json {
+        let value = match &value {
+            None => serde_json::json!({ "key": shown_key, "value": null }),
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(text) => serde_json::json!({ "key": shown_key, "value": text }),
+                Err(_) => serde_json::json!({ "key": shown_key, "value_hex": hex(v) }),
+            },
+        };
+        println!("{value}");
+    } else if let Some(value) = &value {
+        let mut out = std::io::stdout().lock();
+        out.write_all(value)?;
+        if !raw {
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    } else {
+        eprintln!("{shown_key}: no such key");
+    }
+    Ok(if value.is_some() { 0 } else { EXIT_MISSING })
 }
 
-pub async fn put(key: String, value: String, args: &ClientArgs) -> anyhow::Result<()> {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn put(key: OsString, value: OsString, args: &ClientArgs) -> anyhow::Result<()> {
     let value = value_arg(value)?;
     let mut ck = clerk(args).await?;
-    ck.put(&key, &value).await.map_err(explain)?;
+    let kind = OpKind::Put {
+        key: arg_bytes(key),
+        value,
+    };
+    ck.execute(kind).await.map_err(explain)?;
     println!("OK");
     close_session(ck).await;
     Ok(())
 }
 
-pub async fn append(key: String, value: String, args: &ClientArgs) -> anyhow::Result<()> {
+pub async fn append(key: OsString, value: OsString, args: &ClientArgs) -> anyhow::Result<()> {
     let value = value_arg(value)?;
     let mut ck = clerk(args).await?;
-    ck.append(&key, &value).await.map_err(explain)?;
+    let kind = OpKind::Append {
+        key: arg_bytes(key),
+        value,
+    };
+    ck.execute(kind).await.map_err(explain)?;
     println!("OK");
     close_session(ck).await;
     Ok(())

@@ -7,6 +7,7 @@ use raftkv::cluster::{self, ClusterOptions};
 use raftkv::node::{self, ServerOptions};
 use raftkv::storage::OpenError;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -66,26 +67,31 @@ enum Command {
     /// Run a local cluster of server processes on 127.0.0.1, restarting any that dies
     /// (Ctrl-C stops it); or stop and start one of its nodes.
     Cluster(ClusterArgs),
-    /// Print the value of KEY ("" if it has none).
+    /// Print the value of KEY. A key with no value prints nothing and exits with 1 (an empty
+    /// value prints an empty line and exits with 0).
     Get {
-        key: String,
-        /// Print {"key": ..., "value": ...}.
+        key: OsString,
+        /// Print {"key": ..., "value": ...}: the value as text if it is UTF-8, otherwise as
+        /// "value_hex"; null for a missing key.
         #[arg(long)]
         json: bool,
+        /// Write the value's bytes exactly, without a line end (for binary values).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Set KEY to VALUE (`-`: read it from standard input).
     Put {
-        key: String,
-        value: String,
+        key: OsString,
+        value: OsString,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Append VALUE to the value of KEY (`-`: read it from standard input).
     Append {
-        key: String,
-        value: String,
+        key: OsString,
+        value: OsString,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -124,8 +130,10 @@ struct ServerArgs {
     /// Largest key accepted, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
-    /// Largest value accepted (and largest value an APPEND may grow), in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest value accepted (and largest value an APPEND may grow), in bytes. At most 4 MiB:
+    /// a request (all its keys and values, or a whole transaction) travels in one log entry,
+    /// which is kept under 8 MiB.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..=4 << 20), |v| v as usize))]
     max_value_bytes: usize,
     /// Snapshot the state, and drop the log it covers, once the log holds this many entries
     /// beyond the last snapshot (and --snapshot-log-percent holds). The log is kept in memory
@@ -335,7 +343,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
             }
         },
-        Command::Get { key, json, client } => cli::get(key, json, &client).await,
+        Command::Get {
+            key,
+            json,
+            raw,
+            client,
+        } => {
+            let code = cli::get(key, json, raw, &client).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Put { key, value, client } => cli::put(key, value, &client).await,
         Command::Append { key, value, client } => cli::append(key, value, &client).await,
         Command::Status {
@@ -362,6 +381,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
+            ..Limits::default()
         },
         snapshot_entries: args.snapshot_entries as usize,
         snapshot_log_percent: args.snapshot_log_percent,

@@ -69,14 +69,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The operation's label for the request histogram.
     pub fn op_label(kind: &kv::OpKind) -> OpLabel {
-        let op = match kind {
-            kv::OpKind::Get { .. } => "get",
-            kv::OpKind::Put { .. } => "put",
-            kv::OpKind::Append { .. } => "append",
-            kv::OpKind::OpenSession => "open_session",
-            kv::OpKind::CloseSession => "close_session",
-        };
-        OpLabel { op }
+        OpLabel { op: kind.name() }
     }
 
     /// Counts a connection of `kind` open until the returned guard is dropped.
@@ -84,6 +77,12 @@ impl Metrics {
         let gauge = self.connections.get_or_create(&KindLabel { kind }).clone();
         gauge.inc();
         ConnectionGuard(gauge)
+    }
+
+    /// Connections of `kind` open now.
+    pub fn connections_open(&self, kind: &'static str) -> u64 {
+        let open = self.connections.get_or_create(&KindLabel { kind }).get();
+        u64::try_from(open).unwrap_or(0)
     }
 }
 

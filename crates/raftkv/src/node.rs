@@ -177,8 +177,24 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         };
         let client = client.with_tls(tls.as_ref().map(|t| t.connector.clone()));
         let make_clerk = move || Clerk::new(client.clone(), rand::random(), config.clone());
+        let info: crate::resp::InfoSource = {
+            let (kv, peers, metrics) = (kv.clone(), opts.peers.clone(), metrics.clone());
+            Arc::new(move || {
+                let stats = kv.stats();
+                crate::resp::ServerInfo {
+                    status: status(&kv, &peers),
+                    keys: stats.keys,
+                    sessions: stats.sessions,
+                    connected_clients: metrics.connections_open("redis"),
+                }
+            })
+        };
         let options = RespOptions {
-            limits: crate::resp::RespLimits::for_values(opts.limits.max_value_bytes),
+            info: Some(info),
+            limits: crate::resp::RespLimits::for_service(
+                opts.limits.max_value_bytes,
+                opts.limits.max_request_bytes,
+            ),
             tls: tls.as_ref().map(|t| t.resp.clone()),
             password: opts.requirepass.as_deref().map(Arc::from),
             metrics,

@@ -1,24 +1,20 @@
-//! The Redis-protocol (RESP2) front end: `redis-cli`, `redis-benchmark` and Redis client
-//! libraries can talk to raftkv.
+//! The Redis-protocol front end: `redis-cli`, `redis-benchmark` and Redis client libraries
+//! (redis-py, ioredis, ...) talk to raftkv as to a Redis server.
 //!
-//! Contract:
+//! Contract (the command table is `docs/REDIS.md`):
 //!
 //! - Requests are RESP arrays of bulk strings (what clients send) or inline commands (one line
 //!   of whitespace-separated words, ended by `\n` or `\r\n`; a word may be quoted as in
 //!   `redis-cli`). Every length is checked against [`RespLimits`] before any memory is set
-//!   aside for it, and input that breaks the protocol yields a [`RespError::Protocol`], never
-//!   a panic.
-//! - Supported commands: `GET`, `SET key value`, `APPEND`, `PING`, `ECHO`, `SELECT 0`, `QUIT`,
-//!   `INFO`, and the handshake commands clients send on connect (`COMMAND`, `CONFIG GET`,
-//!   `CLIENT SETNAME`/`SETINFO`; `HELLO` is refused so that clients stay on RESP2). Names are
-//!   case-insensitive. Anything else gets `-ERR unknown command '<name>'`.
-//! - The service does not tell a missing key from an empty value: `GET` of a missing key
-//!   replies with the empty bulk string `$0\r\n\r\n`, never the null bulk `$-1\r\n`.
-//! - `APPEND` replies with the length of the value read back by a `GET` right after the
-//!   append. The two are separate operations, so the length may include other clients' later
-//!   writes.
-//! - Keys and values are stored as UTF-8 strings; a request with a key or value that is not
-//!   UTF-8 is refused with an error and changes nothing.
+//!   aside for it. A bulk string or request over its limit is answered with an error and
+//!   dropped as it arrives, never buffered, and the connection goes on; input that breaks the
+//!   protocol yields a [`RespError::Protocol`], never a panic.
+//! - Replies are RESP2 until the client sends `HELLO 3`, then RESP3.
+//! - Keys and values are bytes. A missing key reads as nil, an empty value as `""`.
+//! - Every data command is one entry in the Raft log, applied at one position on every
+//!   replica: each is linearizable, reads included. MULTI ... EXEC is one entry too, so a
+//!   transaction is atomic; WATCH reads the keys' versions through the log, and EXEC is
+//!   refused at apply time if one has changed, whichever node leads by then.
 //! - Each connection runs its requests in order, one at a time, through its own Clerk, and
 //!   answers in the same order; replies to pipelined requests are written together once no
 //!   complete request is left in the input. After a protocol error the connection replies
@@ -28,8 +24,24 @@ mod codec;
 mod command;
 mod server;
 
-pub use codec::{Reply, RespCodec, RespError};
+pub use codec::{Protocol, Reply, RespCodec, RespError};
 pub use server::{serve, serve_connection, RespOptions};
+
+use crate::wire::NodeStatus;
+use std::sync::Arc;
+
+/// What INFO reports about the node serving the connection.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub status: NodeStatus,
+    /// Keys and sessions in this replica's applied state.
+    pub keys: u64,
+    pub sessions: u64,
+    pub connected_clients: u64,
+}
+
+/// Reads the node's [`ServerInfo`] when a client asks.
+pub type InfoSource = Arc<dyn Fn() -> ServerInfo + Send + Sync>;
 
 /// Bounds on what one connection may send and how many connections are served at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,19 +59,14 @@ pub struct RespLimits {
     pub max_clients: usize,
 }
 
-/// Room for a key and the protocol around a value that is exactly at the service's limit, so
-/// that an oversized value is refused by the service with a clear error rather than by the
-/// codec with a protocol error that closes the connection.
-const BULK_SLACK: usize = 64 << 10;
-
 impl RespLimits {
-    /// Limits that let through any value up to `max_value_bytes`.
-    pub fn for_values(max_value_bytes: usize) -> RespLimits {
-        let max_bulk_bytes = max_value_bytes.saturating_add(BULK_SLACK);
+    /// Limits that let through any value up to `max_value_bytes` and any request the service
+    /// could accept (`max_request_bytes`): a larger bulk string or request is refused by the
+    /// codec with a clear error, without being buffered, and the connection goes on.
+    pub fn for_service(max_value_bytes: usize, max_request_bytes: usize) -> RespLimits {
         RespLimits {
-            max_bulk_bytes,
-            // A SET carries a key and a value, each at most one bulk.
-            max_request_bytes: max_bulk_bytes.saturating_mul(2),
+            max_bulk_bytes: max_value_bytes,
+            max_request_bytes,
             ..RespLimits::default()
         }
     }
@@ -67,12 +74,12 @@ impl RespLimits {
 
 impl Default for RespLimits {
     fn default() -> Self {
-        let max_bulk_bytes = (1 << 20) + BULK_SLACK;
+        let service = kv::Limits::default();
         RespLimits {
-            max_bulk_bytes,
-            max_array_len: 1024,
+            max_bulk_bytes: service.max_value_bytes,
+            max_array_len: 64 << 10,
             max_inline_bytes: 64 << 10,
-            max_request_bytes: 2 * max_bulk_bytes,
+            max_request_bytes: service.max_request_bytes,
             max_clients: 10_000,
         }
     }

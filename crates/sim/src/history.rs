@@ -7,7 +7,7 @@
 //! that returned before another was called always comes first, never "concurrent" with it
 //! because two timestamps tied. The virtual times are kept too, for reports and speed checks.
 
-use kv::OpKind;
+use kv::{OpKind, Value};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One completed Clerk call.
@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct Record {
     pub client: u64,
     pub kind: OpKind,
-    /// The value a `Get` returned (empty for writes).
-    pub output: String,
+    /// What the call returned (`Value::Nil` for a write whose outcome is unknown).
+    pub output: Value,
     /// Positions of the call and the return in the history's order of events; `ret` is
     /// `u64::MAX` for a write whose outcome is unknown (it may take effect at any point after
     /// its call).
@@ -65,7 +65,7 @@ impl History {
     }
 
     /// Records the return of `call` at virtual time `time`; call this once the reply is in.
-    pub fn complete(&self, call: Call, client: u64, kind: OpKind, output: String, time: u64) {
+    pub fn complete(&self, call: Call, client: u64, kind: OpKind, output: Value, time: u64) {
         let mut st = self.state();
         st.next_position += 1;
         let ret = st.next_position;
@@ -87,7 +87,7 @@ impl History {
         st.records.push(Record {
             client,
             kind,
-            output: String::new(),
+            output: Value::Nil,
             call: call.position,
             ret: u64::MAX,
             call_time: call.time,

@@ -14,9 +14,10 @@ use crate::net::Network;
 use crate::persister::MemPersister;
 use crate::stats::Stats;
 use crate::trace::Trace;
+use bytes::Bytes;
 use kv::{
     Clerk, ClerkConfig, ClerkError, ClientTransport, KvConfig, KvError, KvReply, KvServer, Op,
-    OpKind, RpcError,
+    OpKind, RpcError, Value,
 };
 use raft::{LogIndex, NodeId, RaftFault};
 use rand::seq::SliceRandom;
@@ -468,27 +469,29 @@ impl KvCluster {
 
     /// `ck.get(key)`, recorded in the history under client number `client`.
     pub async fn get(&self, ck: &mut SimClerk, key: &str, client: u64) -> String {
-        self.recorded(ck, OpKind::Get { key: key.into() }, client)
-            .await
+        let kind = OpKind::Get {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        };
+        self.recorded(ck, kind, client).await.into_text()
     }
 
     pub async fn put(&self, ck: &mut SimClerk, key: &str, value: &str, client: u64) {
         let kind = OpKind::Put {
-            key: key.into(),
-            value: value.into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         };
         self.recorded(ck, kind, client).await;
     }
 
     pub async fn append(&self, ck: &mut SimClerk, key: &str, value: &str, client: u64) {
         let kind = OpKind::Append {
-            key: key.into(),
-            value: value.into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         };
         self.recorded(ck, kind, client).await;
     }
 
-    async fn recorded(&self, ck: &mut SimClerk, kind: OpKind, client: u64) -> String {
+    async fn recorded(&self, ck: &mut SimClerk, kind: OpKind, client: u64) -> Value {
         match self.try_recorded(ck, kind.clone(), client).await {
             Ok(v) => v,
             Err(e) => panic!("{kind:?} failed: {e}"),
@@ -503,7 +506,7 @@ impl KvCluster {
         ck: &mut SimClerk,
         kind: OpKind,
         client: u64,
-    ) -> Result<String, ClerkError> {
+    ) -> Result<Value, ClerkError> {
         let call = self.history.call(self.now());
         let result = ck.clerk.execute(kind.clone()).await;
         let ret = self.now();
@@ -513,7 +516,7 @@ impl KvCluster {
                 .history
                 .complete(call, client, kind, output.clone(), ret),
             Err(ClerkError::Rejected(KvError::SessionExpired)) => {
-                if !matches!(kind, OpKind::Get { .. }) {
+                if !kind.is_read() {
                     self.history.complete_unknown(call, client, kind);
                 }
             }

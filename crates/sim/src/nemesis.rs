@@ -26,6 +26,7 @@ use crate::incarnation::CrashPolicy;
 use crate::kv_check::{check_history, report_path, CheckError};
 use crate::kv_cluster::{KvCluster, KvOptions, SimClerk};
 use crate::net::NetFaults;
+use bytes::Bytes;
 use kv::{KvConfig, OpKind, SnapshotPolicy};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -185,7 +186,9 @@ pub async fn run(seed: u64) -> Outcome {
         .collect();
     for (id, ck) in clerks.iter_mut().enumerate() {
         let key = &keys[id % keys.len()];
-        let kind = OpKind::Get { key: key.clone() };
+        let kind = OpKind::Get {
+            key: Bytes::from(key.clone()),
+        };
         let call = cfg.try_recorded(ck, kind, id as u64);
         if timeout(FRESH_CALL_PATIENCE, call).await.is_err() {
             panic!(
@@ -310,16 +313,18 @@ impl Client {
             let value = format!("{}.{n};", self.id);
             let kind = if roll < 55 {
                 OpKind::Append {
-                    key: key.clone(),
-                    value: value.clone(),
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from(value.clone()),
                 }
             } else if roll < 65 && mixed {
                 OpKind::Put {
-                    key: key.clone(),
-                    value: value.clone(),
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from(value.clone()),
                 }
             } else {
-                OpKind::Get { key: key.clone() }
+                OpKind::Get {
+                    key: Bytes::from(key.clone()),
+                }
             };
             let appended = matches!(kind, OpKind::Append { .. });
             // An error here is an expired session (the table is small): outcome unknown.

@@ -1,7 +1,8 @@
 //! Recorded histories carry one strict order of calls and returns, so that the checker never
 //! takes two operations for concurrent merely because their virtual timestamps tie.
 
-use kv::OpKind;
+use bytes::Bytes;
+use kv::{OpKind, Value};
 use linearizability::kv::KvModel;
 use linearizability::{check_operations, CheckResult};
 use sim::kv_check::to_operations;
@@ -12,13 +13,15 @@ const MS: u64 = 1_000_000;
 
 fn append(key: &str, value: &str) -> OpKind {
     OpKind::Append {
-        key: key.into(),
-        value: value.into(),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
     }
 }
 
 fn get(key: &str) -> OpKind {
-    OpKind::Get { key: key.into() }
+    OpKind::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+    }
 }
 
 /// `append(k, "a")` over [0, 10 ms], then `get(k) -> ""` over [10 ms, 20 ms]: the get was
@@ -29,9 +32,9 @@ fn get(key: &str) -> OpKind {
 fn a_read_after_a_write_at_the_same_instant_must_see_it() {
     let history = History::new();
     let write = history.call(0);
-    history.complete(write, 0, append("k", "a"), String::new(), 10 * MS);
+    history.complete(write, 0, append("k", "a"), Value::Ok, 10 * MS);
     let read = history.call(10 * MS);
-    history.complete(read, 1, get("k"), String::new(), 20 * MS);
+    history.complete(read, 1, get("k"), Value::Nil, 20 * MS);
     let records = history.records();
 
     let by_position = to_operations(&records);

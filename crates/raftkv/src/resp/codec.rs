@@ -1,9 +1,13 @@
-//! RESP2 framing: requests in, replies out.
+//! RESP framing: requests in, replies out (RESP2, or RESP3 once a client asks with HELLO 3).
 //!
 //! The decoder is incremental: it consumes each complete header and bulk string as soon as
 //! it has arrived and keeps the request built so far, so a request that trickles in is never
 //! parsed twice. It yields a request as its arguments (never empty: empty arrays and blank
 //! inline lines are skipped, as Redis does).
+//!
+//! A request over a size limit (one bulk string, or all of them together) is refused as soon
+//! as its header says so, and the rest of it is then read and dropped as it arrives, never
+//! buffered: the client gets an error for that request and the connection goes on.
 
 use super::RespLimits;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -17,12 +21,21 @@ const MAX_HEADER_LINE: usize = 32;
 /// Arguments set aside up front for a request array, whose declared length is untrusted.
 const INITIAL_ARGS: usize = 16;
 
+/// The longest bulk string that is read and dropped rather than refused as a protocol error
+/// (Redis's `proto-max-bulk-len`): beyond it a length is taken for garbage.
+pub const MAX_SKIPPED_BULK: usize = 512 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RespError {
-    /// The input is not RESP, or breaks a [`RespLimits`] bound. The connection cannot be
-    /// resynchronised and must be closed.
+    /// The input is not RESP, or breaks a [`RespLimits`] bound that cannot be recovered from
+    /// (an array too long, an inline line too long). The connection cannot be resynchronised
+    /// and must be closed.
     #[error("Protocol error: {0}")]
     Protocol(String),
+    /// The request breaks a size limit: it is refused with this message (the reply's text),
+    /// and the decoder drops the rest of it as it arrives. Decoding goes on after it.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -31,7 +44,14 @@ fn protocol(msg: impl Into<String>) -> RespError {
     RespError::Protocol(msg.into())
 }
 
-/// A RESP2 reply.
+/// The protocol a connection speaks: RESP2 until the client says `HELLO 3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Resp2,
+    Resp3,
+}
+
+/// A reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// `+text`. Line breaks in the text are sent as spaces.
@@ -41,9 +61,13 @@ pub enum Reply {
     Error(String),
     Integer(i64),
     Bulk(Bytes),
-    /// The null bulk string, `$-1`.
+    /// Nothing: the null bulk string `$-1` in RESP2, `_` in RESP3.
     Null,
+    /// The null array `*-1` in RESP2 (a transaction that did not run), `_` in RESP3.
+    NullArray,
     Array(Vec<Reply>),
+    /// A map in RESP3 (`%`), a flat array of keys and values in RESP2.
+    Map(Vec<(Reply, Reply)>),
 }
 
 impl Reply {
@@ -60,8 +84,14 @@ impl Reply {
         Reply::Bulk(data.into())
     }
 
-    /// Appends the wire form of the reply to `dst`.
+    /// Appends the RESP2 wire form of the reply to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
+        self.encode_as(Protocol::Resp2, dst);
+    }
+
+    /// Appends the wire form of the reply in `protocol` to `dst`.
+    pub fn encode_as(&self, protocol: Protocol, dst: &mut BytesMut) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
             Reply::Simple(text) => put_line(dst, b'+', text),
             Reply::Error(text) => put_line(dst, b'-', text),
@@ -71,11 +101,24 @@ impl Reply {
                 dst.extend_from_slice(data);
                 dst.extend_from_slice(b"\r\n");
             }
+            Reply::Null | Reply::NullArray if resp3 => dst.extend_from_slice(b"_\r\n"),
             Reply::Null => dst.extend_from_slice(b"$-1\r\n"),
+            Reply::NullArray => dst.extend_from_slice(b"*-1\r\n"),
             Reply::Array(items) => {
                 put_header(dst, b'*', items.len() as i64);
                 for item in items {
-                    item.encode(dst);
+                    item.encode_as(protocol, dst);
+                }
+            }
+            Reply::Map(pairs) => {
+                if resp3 {
+                    put_header(dst, b'%', pairs.len() as i64);
+                } else {
+                    put_header(dst, b'*', 2 * pairs.len() as i64);
+                }
+                for (key, value) in pairs {
+                    key.encode_as(protocol, dst);
+                    value.encode_as(protocol, dst);
                 }
             }
         }
@@ -100,7 +143,7 @@ fn put_header(dst: &mut BytesMut, prefix: u8, n: i64) {
     let _ = write!(dst, "{n}\r\n");
 }
 
-/// The RESP2 codec: decodes requests (arrays of bulk strings, or inline commands) and encodes
+/// The RESP codec: decodes requests (arrays of bulk strings, or inline commands) and encodes
 /// [`Reply`]s.
 #[derive(Debug)]
 pub struct RespCodec {
@@ -115,6 +158,12 @@ enum State {
     Idle { scanned: usize },
     /// Inside a request array.
     Array(Partial),
+    /// Dropping the rest of a refused request: `bulk` bytes of the current bulk string (its
+    /// CRLF included) if its header was read, then `remaining` more elements.
+    Skipping {
+        remaining: usize,
+        bulk: Option<usize>,
+    },
 }
 
 #[derive(Debug)]
@@ -199,10 +248,27 @@ impl Decoder for RespCodec {
                         };
                         let len = usize::try_from(n)
                             .ok()
-                            .filter(|&len| len <= limits.max_bulk_bytes)
+                            .filter(|&len| len <= MAX_SKIPPED_BULK)
                             .ok_or_else(|| protocol("invalid bulk length"))?;
-                        if partial.bytes.saturating_add(len) > limits.max_request_bytes {
-                            return Err(protocol("request too large"));
+                        let refusal = if len > limits.max_bulk_bytes {
+                            Some(format!(
+                                "ERR value of {len} bytes exceeds the limit of {} bytes",
+                                limits.max_bulk_bytes
+                            ))
+                        } else if partial.bytes.saturating_add(len) > limits.max_request_bytes {
+                            Some(format!(
+                                "ERR request exceeds the limit of {} bytes",
+                                limits.max_request_bytes
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(refusal) = refusal {
+                            self.state = State::Skipping {
+                                remaining: partial.remaining - 1,
+                                bulk: Some(len + 2),
+                            };
+                            return Err(RespError::Refused(refusal));
                         }
                         partial.bulk = Some(len);
                     }
@@ -227,6 +293,40 @@ impl Decoder for RespCodec {
                             self.state = State::Idle { scanned: 0 };
                             return Ok(Some(args));
                         }
+                    }
+                },
+                State::Skipping { remaining, bulk } => match bulk {
+                    Some(left) => {
+                        let dropped = (*left).min(src.len());
+                        src.advance(dropped);
+                        *left -= dropped;
+                        if *left > 0 {
+                            return Ok(None);
+                        }
+                        *bulk = None;
+                        if *remaining == 0 {
+                            self.state = State::Idle { scanned: 0 };
+                        }
+                    }
+                    None => {
+                        let Some(&first) = src.first() else {
+                            return Ok(None);
+                        };
+                        if first != b'$' {
+                            return Err(protocol(format!(
+                                "expected '$', got '{}'",
+                                first.escape_ascii()
+                            )));
+                        }
+                        let Some(n) = take_header(src, "invalid bulk length")? else {
+                            return Ok(None);
+                        };
+                        let len = usize::try_from(n)
+                            .ok()
+                            .filter(|&len| len <= MAX_SKIPPED_BULK)
+                            .ok_or_else(|| protocol("invalid bulk length"))?;
+                        *remaining -= 1;
+                        *bulk = Some(len + 2);
                     }
                 },
             }
@@ -426,9 +526,15 @@ mod tests {
             match codec.decode(&mut buf) {
                 Ok(Some(args)) => out.push(args),
                 Ok(None) => return Ok(out),
+                Err(RespError::Refused(msg)) => out.push(vec![refused(&msg)]),
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+
+    /// A refused request, as the helpers below list it among the decoded ones.
+    fn refused(msg: &str) -> Bytes {
+        Bytes::from(format!("refused: {msg}"))
     }
 
     /// Feeds `input` one byte at a time, decoding after each.
@@ -442,6 +548,7 @@ mod tests {
                 match codec.decode(&mut buf) {
                     Ok(Some(args)) => out.push(args),
                     Ok(None) => break,
+                    Err(RespError::Refused(msg)) => out.push(vec![refused(&msg)]),
                     Err(e) => return Err(e.to_string()),
                 }
             }
@@ -564,7 +671,7 @@ mod tests {
             (b"*1\r\n:5\r\n", "expected '$', got ':'"),
             (b"*1\r\n\x00", "expected '$', got '\\x00'"),
             (b"*1\r\n$x\r\n", "invalid bulk length"),
-            (b"*2000\r\n", "invalid multibulk length"),
+            (b"*70000\r\n", "invalid multibulk length"),
             (b"*99999999999\r\n", "invalid multibulk length"),
             (b"*1\n", "expected CRLF"),
             (b"*1\r\n$3\n", "expected CRLF"),
@@ -616,14 +723,40 @@ mod tests {
         };
         let ok = encode_request(&[b"abcd".to_vec(), b"ef".to_vec()]);
         assert_eq!(decode_all(limits, &ok).unwrap().len(), 1);
-        let bulk = encode_request(&[b"abcde".to_vec()]);
-        assert!(decode_all(limits, &bulk)
+        // A bulk string over the limit, or a request over its limit, is refused and skipped
+        // (whole, wherever it breaks the limit); the requests around it are decoded.
+        let ping = encode_request(&[b"PING".to_vec()]);
+        for oversized in [
+            encode_request(&[b"abcde".to_vec()]),
+            encode_request(&[b"SET".to_vec(), b"abcdefgh".to_vec(), b"x".to_vec()]),
+            encode_request(&[b"abcd".to_vec(), b"efg".to_vec()]),
+        ] {
+            let input = [&ping[..], &oversized[..], &ping[..]].concat();
+            for decoded in [decode_all(limits, &input), decode_bytewise(limits, &input)] {
+                let decoded = decoded.unwrap();
+                assert_eq!(decoded.len(), 3, "{decoded:?}");
+                assert_eq!(decoded[0], command(&[b"PING"]));
+                assert!(decoded[1][0].starts_with(b"refused: ERR "), "{decoded:?}");
+                assert_eq!(decoded[2], command(&[b"PING"]));
+            }
+        }
+        let bulk = decode_all(limits, &encode_request(&[b"abcde".to_vec()])).unwrap();
+        assert_eq!(
+            bulk[0][0],
+            refused("ERR value of 5 bytes exceeds the limit of 4 bytes")
+        );
+        let request = decode_all(
+            limits,
+            &encode_request(&[b"abcd".to_vec(), b"efg".to_vec()]),
+        );
+        assert_eq!(
+            request.unwrap()[0][0],
+            refused("ERR request exceeds the limit of 6 bytes")
+        );
+        // A length beyond anything that could be meant is still garbage.
+        assert!(decode_all(limits, b"*1\r\n$99999999999\r\n")
             .unwrap_err()
             .contains("invalid bulk length"));
-        let request = encode_request(&[b"abcd".to_vec(), b"efg".to_vec()]);
-        assert!(decode_all(limits, &request)
-            .unwrap_err()
-            .contains("request too large"));
         let array = encode_request(&[vec![], vec![], vec![], vec![]]);
         assert!(decode_all(limits, &array).is_err());
         assert!(decode_all(limits, b"a b c d\r\n").is_err());
@@ -632,7 +765,7 @@ mod tests {
     #[test]
     fn a_huge_declared_length_sets_nothing_aside() {
         let mut codec = RespCodec::new(limits());
-        let mut buf = BytesMut::from(&b"*1024\r\n$1114112\r\nab"[..]);
+        let mut buf = BytesMut::from(&b"*1024\r\n$1048000\r\nab"[..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
         let State::Array(partial) = &codec.state else {
             panic!("expected to be inside an array");

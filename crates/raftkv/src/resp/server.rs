@@ -1,8 +1,8 @@
 //! The accept loop and the per-connection loop.
 
 use super::codec::{Reply, RespCodec, RespError};
-use super::command::{self, After, Auth};
-use super::RespLimits;
+use super::command::{After, Connection};
+use super::{InfoSource, RespLimits};
 use crate::metrics::Metrics;
 use bytes::BytesMut;
 use kv::{Clerk, ClientTransport};
@@ -41,12 +41,13 @@ pub async fn serve_connection<T, S>(
     mut clerk: Clerk<T>,
     limits: RespLimits,
     password: Option<Arc<str>>,
+    info: Option<InfoSource>,
 ) where
     T: ClientTransport,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut auth = Auth::new(password);
-    match run(&mut stream, &mut clerk, limits, &mut auth).await {
+    let mut conn = Connection::new(clerk.client_id(), password, limits, info);
+    match run(&mut stream, &mut clerk, limits, &mut conn).await {
         Ok(After::Close) => linger(&mut stream).await,
         Ok(After::Continue) => {}
         Err(e) => tracing::debug!("RESP connection failed: {e}"),
@@ -64,7 +65,7 @@ async fn run<T, S>(
     stream: &mut S,
     clerk: &mut Clerk<T>,
     limits: RespLimits,
-    auth: &mut Auth,
+    conn: &mut Connection,
 ) -> io::Result<After>
 where
     T: ClientTransport,
@@ -77,8 +78,8 @@ where
         loop {
             match codec.decode(&mut input) {
                 Ok(Some(args)) => {
-                    let (reply, after) = command::execute(clerk, args, auth).await;
-                    reply.encode(&mut output);
+                    let (reply, after) = conn.execute(clerk, args).await;
+                    reply.encode_as(conn.protocol, &mut output);
                     if after == After::Close {
                         stream.write_all(&output).await?;
                         stream.flush().await?;
@@ -90,6 +91,10 @@ where
                     }
                 }
                 Ok(None) => break,
+                // Too large: refused, and the codec drops the rest of it as it comes.
+                Err(RespError::Refused(msg)) => {
+                    Reply::Error(msg).encode_as(conn.protocol, &mut output);
+                }
                 Err(RespError::Protocol(msg)) => {
                     tracing::debug!("RESP protocol error: {msg}");
                     Reply::error(format!("Protocol error: {msg}")).encode(&mut output);
@@ -140,6 +145,8 @@ pub struct RespOptions {
     /// The password `AUTH` must give (Redis's `requirepass`), if any.
     pub password: Option<Arc<str>>,
     pub metrics: Metrics,
+    /// What INFO reports of the node, if it runs in one.
+    pub info: Option<InfoSource>,
 }
 
 /// A TLS handshake must end within this long.
@@ -161,6 +168,7 @@ where
         tls,
         password,
         metrics,
+        info,
     } = options;
     let make_clerk = Arc::new(make_clerk);
     let slots = Arc::new(Semaphore::new(
@@ -185,7 +193,7 @@ where
         let _ = stream.set_nodelay(true);
         let make_clerk = make_clerk.clone();
         let open = metrics.connection("redis");
-        let (tls, password) = (tls.clone(), password.clone());
+        let (tls, password, info) = (tls.clone(), password.clone(), info.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
@@ -194,12 +202,14 @@ where
             let clerk = make_clerk();
             tracing::debug!(%peer, client_id = clerk.client_id(), "RESP client connected");
             match tls {
-                None => serve_connection(stream, clerk, limits, password).await,
+                None => serve_connection(stream, clerk, limits, password, info).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(stream)) => serve_connection(stream, clerk, limits, password).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, clerk, limits, password, info).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, "RESP TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "RESP TLS handshake timed out"),
                     }
