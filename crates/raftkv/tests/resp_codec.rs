@@ -638,3 +638,121 @@ async fn a_password_is_required_before_any_command() {
         .await
         .starts_with("-ERR AUTH <password> called without any password configured"));
 }
+
+#[tokio::test]
+async fn hello_3_switches_to_resp3_replies() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    assert_eq!(call(&mut c, &cmd(&["GET", "missing"])).await, "$-1\r\n");
+    let hello = call(&mut c, &cmd(&["HELLO", "3", "SETNAME", "app"])).await;
+    assert!(hello.starts_with("%7\r\n"), "{hello}");
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    assert_eq!(call(&mut c, &cmd(&["GET", "missing"])).await, "_\r\n");
+    assert_eq!(
+        call(&mut c, &cmd(&["CLIENT", "GETNAME"])).await,
+        bulk("app")
+    );
+    assert_eq!(call(&mut c, &cmd(&["RESET"])).await, "+RESET\r\n");
+    assert_eq!(call(&mut c, &cmd(&["GET", "missing"])).await, "$-1\r\n");
+}
+
+#[tokio::test]
+async fn string_and_multi_key_commands() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let cases: &[(&[&str], &str)] = &[
+        (&["SETNX", "a", "1"], ":1\r\n"),
+        (&["SETNX", "a", "2"], ":0\r\n"),
+        (&["SET", "a", "3", "XX", "GET"], "$1\r\n1\r\n"),
+        (&["SET", "b", "x", "XX"], "$-1\r\n"),
+        (&["INCR", "a"], ":4\r\n"),
+        (&["DECRBY", "a", "10"], ":-6\r\n"),
+        (
+            &["INCRBY", "a", "x"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (&["SET", "s", "abc"], "+OK\r\n"),
+        (
+            &["INCR", "s"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (&["MSET", "m1", "v1", "m2", "v2"], "+OK\r\n"),
+        (
+            &["MSET", "m1", "v1", "m2"],
+            "-ERR wrong number of arguments for 'mset' command\r\n",
+        ),
+        (
+            &["MGET", "m1", "nope", "m2"],
+            "*3\r\n$2\r\nv1\r\n$-1\r\n$2\r\nv2\r\n",
+        ),
+        (&["MSETNX", "m2", "x", "m3", "y"], ":0\r\n"),
+        (&["EXISTS", "m1", "m3", "m1"], ":2\r\n"),
+        (&["TYPE", "m1"], "+string\r\n"),
+        (&["TYPE", "m3"], "+none\r\n"),
+        (&["GETSET", "m1", "w"], "$2\r\nv1\r\n"),
+        (&["GETDEL", "m1"], "$1\r\nw\r\n"),
+        (&["STRLEN", "m2"], ":2\r\n"),
+        (&["DEL", "m1", "m2", "nope"], ":1\r\n"),
+        (&["DBSIZE"], ":2\r\n"),
+        (&["KEYS", "[as]"], "*2\r\n"),
+        (&["FLUSHALL"], "+OK\r\n"),
+        (&["DBSIZE"], ":0\r\n"),
+    ];
+    for (args, expected) in cases {
+        let reply = call(&mut c, &cmd(args)).await;
+        assert!(reply.starts_with(expected), "{args:?}: {reply:?}");
+    }
+}
+
+/// MULTI queues (checking each command), EXEC runs them as one entry; a queuing error aborts
+/// the whole transaction; a watched key written by another client makes EXEC do nothing.
+#[tokio::test]
+async fn transactions_and_watch() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let (mut other, _task2) = service.connect(RespLimits::default());
+    assert_eq!(call(&mut c, &cmd(&["MULTI"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "1"])).await, "+QUEUED\r\n");
+    assert_eq!(call(&mut c, &cmd(&["INCR", "k"])).await, "+QUEUED\r\n");
+    assert_eq!(
+        call(&mut c, &cmd(&["SETNX", "k", "x"])).await,
+        "+QUEUED\r\n"
+    );
+    assert_eq!(service.peek("k"), None, "nothing runs before EXEC");
+    assert_eq!(
+        call(&mut c, &cmd(&["EXEC"])).await,
+        "*3\r\n+OK\r\n:2\r\n:0\r\n"
+    );
+    assert_eq!(
+        call(&mut c, &cmd(&["EXEC"])).await,
+        "-ERR EXEC without MULTI\r\n"
+    );
+
+    assert_eq!(call(&mut c, &cmd(&["MULTI"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "9"])).await, "+QUEUED\r\n");
+    assert!(call(&mut c, &cmd(&["GET"]))
+        .await
+        .starts_with("-ERR wrong number"));
+    assert_eq!(
+        call(&mut c, &cmd(&["EXEC"])).await,
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(service.peek("k").as_deref(), Some("2"));
+
+    // Check-and-set: the other client's write between WATCH and EXEC fails the EXEC.
+    assert_eq!(call(&mut c, &cmd(&["WATCH", "k"])).await, "+OK\r\n");
+    assert_eq!(call(&mut other, &cmd(&["SET", "k", "7"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["MULTI"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "3"])).await, "+QUEUED\r\n");
+    assert_eq!(call(&mut c, &cmd(&["EXEC"])).await, "*-1\r\n");
+    assert_eq!(service.peek("k").as_deref(), Some("7"));
+    // EXEC unwatches: the next transaction runs.
+    assert_eq!(call(&mut c, &cmd(&["MULTI"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["SET", "k", "3"])).await, "+QUEUED\r\n");
+    assert_eq!(call(&mut c, &cmd(&["EXEC"])).await, "*1\r\n+OK\r\n");
+    // DISCARD drops the queue.
+    assert_eq!(call(&mut c, &cmd(&["MULTI"])).await, "+OK\r\n");
+    assert_eq!(call(&mut c, &cmd(&["DEL", "k"])).await, "+QUEUED\r\n");
+    assert_eq!(call(&mut c, &cmd(&["DISCARD"])).await, "+OK\r\n");
+    assert_eq!(service.peek("k").as_deref(), Some("3"));
+}
