@@ -394,13 +394,15 @@ impl KvStateMachine {
                             Ok(reply) => reply,
                             Err(e) => Value::Error(format!("ERR {e}")),
                         };
-                        if reply.size() > budget {
+                        // A write has run whatever its reply: keep it (one value at most,
+                        // bounded by the value limit). A read past the budget is replaced.
+                        if command.is_read() && reply.size() > budget {
                             return Value::Error(format!(
                                 "ERR the transaction's replies exceed the limit of {} bytes",
                                 self.limits.max_reply_bytes
                             ));
                         }
-                        budget -= reply.size();
+                        budget = budget.saturating_sub(reply.size());
                         reply
                     })
                     .collect();
@@ -1154,13 +1156,13 @@ mod tests {
         let exec = |version| OpKind::Exec {
             watched: vec![(b("k"), version), (b("new"), 0)],
             commands: vec![
-                cmd_inner(Command::IncrBy { key: b("k"), by: 1 }),
-                cmd_inner(Command::IncrBy { key: b("x"), by: 1 }),
-                cmd_inner(Command::Append {
+                Command::IncrBy { key: b("k"), by: 1 },
+                Command::IncrBy { key: b("x"), by: 1 },
+                Command::Append {
                     key: b("x"),
                     value: b("a"),
-                }),
-                cmd_inner(Command::IncrBy { key: b("x"), by: 1 }),
+                },
+                Command::IncrBy { key: b("x"), by: 1 },
             ],
         };
         // Nothing changed since: it runs, the failing INCR included as an error.
@@ -1189,10 +1191,6 @@ mod tests {
         .unwrap();
         assert_eq!(apply(&mut sm, i + 6, 1, 5, exec(i + 3)), Ok(Value::Nil));
         assert_eq!(peek(&sm, "x").as_deref(), Some("1a"));
-    }
-
-    fn cmd_inner(c: Command) -> Command {
-        c
     }
 
     /// SCAN returns every key present for the whole scan, however keys come and go between
@@ -1288,6 +1286,46 @@ mod tests {
         let retry = op(1, 5, set("c", b"small", SetWhen::Always, true));
         assert_eq!(sm.apply(20, &retry), Err(KvError::ReplyNotKept));
         assert_eq!(peek(&sm, "c").as_deref(), Some("small"));
+    }
+
+    /// Inside a transaction a read past the reply budget is replaced by an error, but a
+    /// write's reply is kept: the write ran, and the client must be told what it returned.
+    #[test]
+    fn a_transaction_keeps_write_replies_past_the_reply_budget() {
+        let limits = Limits {
+            max_reply_bytes: 100,
+            ..Limits::default()
+        };
+        let mut sm = KvStateMachine::new(limits, 10);
+        let big = vec![b'x'; 80];
+        let exec = OpKind::Exec {
+            watched: vec![],
+            commands: vec![
+                Command::Get(b("a")),
+                Command::Set {
+                    key: b("b"),
+                    value: b("new"),
+                    when: SetWhen::Always,
+                    get: true,
+                },
+                Command::Get(b("a")),
+            ],
+        };
+        let replies = run_all(
+            &mut sm,
+            vec![
+                set("a", &big, SetWhen::Always, false),
+                set("b", &big, SetWhen::Always, false),
+                exec,
+            ],
+        );
+        let Ok(Value::Array(items)) = &replies[2] else {
+            panic!("{:?}", replies[2]);
+        };
+        assert_eq!(items[0], Value::Bytes(Bytes::copy_from_slice(&big)));
+        assert_eq!(items[1], Value::Bytes(Bytes::copy_from_slice(&big)));
+        assert!(matches!(&items[2], Value::Error(e) if e.contains("exceed the limit")));
+        assert_eq!(peek(&sm, "b").as_deref(), Some("new"));
     }
 
     /// Snapshots written by the build that stored strings (format 1) are read on upgrade.

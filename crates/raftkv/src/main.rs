@@ -17,7 +17,8 @@ use cli::ClientArgs;
 
 const HELP_EXIT_AND_ENV: &str = "Exit codes:\n  \
         0  success\n  \
-        1  failure (a client command's error; `status`: a node unreachable or no leader)\n  \
+        1  failure (a client command's error; `get`: no such key; `status`: a node\n     \
+           unreachable or no leader)\n  \
         2  bad usage\n  \
         3  the data directory is damaged: restore the node from a replica or a backup\n  \
         4  a write or fsync failed while running: check the disk, then restart\n  \

@@ -234,22 +234,9 @@ impl Decoder for RespCodec {
                 }
                 State::Array(partial) => match partial.bulk {
                     None => {
-                        let Some(&first) = src.first() else {
+                        let Some(len) = take_bulk_header(src)? else {
                             return Ok(None);
                         };
-                        if first != b'$' {
-                            return Err(protocol(format!(
-                                "expected '$', got '{}'",
-                                first.escape_ascii()
-                            )));
-                        }
-                        let Some(n) = take_header(src, "invalid bulk length")? else {
-                            return Ok(None);
-                        };
-                        let len = usize::try_from(n)
-                            .ok()
-                            .filter(|&len| len <= MAX_SKIPPED_BULK)
-                            .ok_or_else(|| protocol("invalid bulk length"))?;
                         let refusal = if len > limits.max_bulk_bytes {
                             Some(format!(
                                 "ERR value of {len} bytes exceeds the limit of {} bytes",
@@ -309,22 +296,9 @@ impl Decoder for RespCodec {
                         }
                     }
                     None => {
-                        let Some(&first) = src.first() else {
+                        let Some(len) = take_bulk_header(src)? else {
                             return Ok(None);
                         };
-                        if first != b'$' {
-                            return Err(protocol(format!(
-                                "expected '$', got '{}'",
-                                first.escape_ascii()
-                            )));
-                        }
-                        let Some(n) = take_header(src, "invalid bulk length")? else {
-                            return Ok(None);
-                        };
-                        let len = usize::try_from(n)
-                            .ok()
-                            .filter(|&len| len <= MAX_SKIPPED_BULK)
-                            .ok_or_else(|| protocol("invalid bulk length"))?;
                         *remaining -= 1;
                         *bulk = Some(len + 2);
                     }
@@ -341,6 +315,29 @@ impl Encoder<Reply> for RespCodec {
         reply.encode(dst);
         Ok(())
     }
+}
+
+/// Consumes the `$<n>\r\n` header of a bulk string inside a request array and returns `n`,
+/// or `None` if it has not fully arrived. Any length up to [`MAX_SKIPPED_BULK`] is returned,
+/// for the caller to accept or refuse; beyond it, or anything but `$`, is a protocol error.
+fn take_bulk_header(src: &mut BytesMut) -> Result<Option<usize>, RespError> {
+    let Some(&first) = src.first() else {
+        return Ok(None);
+    };
+    if first != b'$' {
+        return Err(protocol(format!(
+            "expected '$', got '{}'",
+            first.escape_ascii()
+        )));
+    }
+    let Some(n) = take_header(src, "invalid bulk length")? else {
+        return Ok(None);
+    };
+    usize::try_from(n)
+        .ok()
+        .filter(|&len| len <= MAX_SKIPPED_BULK)
+        .map(Some)
+        .ok_or_else(|| protocol("invalid bulk length"))
 }
 
 /// Consumes a `*<n>\r\n` or `$<n>\r\n` line (the type byte is already checked) and returns

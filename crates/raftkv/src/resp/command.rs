@@ -24,6 +24,9 @@ const REDIS_VERSION: &str = "7.2.0";
 /// Most commands one transaction may queue.
 const MAX_QUEUED: usize = 10_000;
 
+/// Most keys one connection may watch at once.
+const MAX_WATCHED: usize = 1_000;
+
 /// The data commands, and the connection commands answered here: what COMMAND COUNT counts.
 const COMMANDS: [&str; 44] = [
     "get",
@@ -331,6 +334,11 @@ impl Connection {
         clerk: &mut Clerk<T>,
         keys: &[Bytes],
     ) -> Result<Reply, Reply> {
+        if self.watched.len() + keys.len() > MAX_WATCHED {
+            return Err(Reply::error(format!(
+                "a connection may watch at most {MAX_WATCHED} keys"
+            )));
+        }
         let value = run(clerk, OpKind::Command(Command::Versions(keys.to_vec()))).await?;
         let Value::Array(versions) = value else {
             return Err(Reply::error("WATCH read no versions"));
