@@ -138,19 +138,13 @@ impl<T: ClientTransport> Clerk<T> {
         let start = Instant::now();
         let mut reopened = false;
         loop {
-            if !self.session_open {
-                self.run(Op::open(self.client_id, self.seq + 1), start)
-                    .await
-                    .0?;
-                self.session_open = true;
-            }
+            self.open_session(start).await?;
             self.seq += 1;
-            let op = Op {
-                client_id: self.client_id,
-                seq: self.seq,
-                kind: kind.clone(),
-            };
-            let (result, attempts) = self.run(op, start).await;
+            let (result, attempts) = self
+                .run(self.seq, std::slice::from_ref(&kind), start)
+                .await
+                .pop()
+                .expect("one outcome");
             if result != Err(ClerkError::Rejected(KvError::SessionExpired)) {
                 return result;
             }
@@ -166,6 +160,43 @@ impl<T: ClientTransport> Clerk<T> {
         }
     }
 
+    /// Runs a pipeline: every operation is sent at once, without waiting for the others'
+    /// replies, and the service applies them in this order, each at most once. Returns each
+    /// one's outcome, in order. If the session expires meanwhile, the operations not yet
+    /// answered fail with `SessionExpired` (their outcome unknown), and the next call opens a
+    /// new session.
+    pub async fn execute_pipelined(&mut self, kinds: &[OpKind]) -> Vec<Result<Value, ClerkError>> {
+        let start = Instant::now();
+        if let Err(e) = self.open_session(start).await {
+            return vec![Err(e); kinds.len()];
+        }
+        let first = self.seq + 1;
+        self.seq += kinds.len() as u64;
+        let outcomes: Vec<_> = self
+            .run(first, kinds, start)
+            .await
+            .into_iter()
+            .map(|(result, _)| result)
+            .collect();
+        if outcomes.contains(&Err(ClerkError::Rejected(KvError::SessionExpired))) {
+            self.session_open = false;
+        }
+        outcomes
+    }
+
+    async fn open_session(&mut self, start: Instant) -> Result<(), ClerkError> {
+        if !self.session_open {
+            let open = [OpKind::OpenSession];
+            self.run(self.seq + 1, &open, start)
+                .await
+                .pop()
+                .expect("one outcome")
+                .0?;
+            self.session_open = true;
+        }
+        Ok(())
+    }
+
     /// Closes the session, so that the service can forget it at once rather than when it
     /// needs the room.
     pub async fn close(&mut self) -> Result<(), ClerkError> {
@@ -176,18 +207,28 @@ impl<T: ClientTransport> Clerk<T> {
         // A number of its own, so that a session opened later starts above it and a delayed
         // copy of this close cannot end that one.
         self.seq += 1;
-        let op = Op {
-            client_id: self.client_id,
-            seq: self.seq,
-            kind: OpKind::CloseSession,
-        };
-        self.run(op, Instant::now()).await.0.map(drop)
+        let close = [OpKind::CloseSession];
+        let (result, _) = self
+            .run(self.seq, &close, Instant::now())
+            .await
+            .pop()
+            .expect("one outcome");
+        result.map(drop)
     }
 
-    /// Sends `op` until a server answers for good, or the deadline passes. Also returns how
-    /// many times it was sent.
-    async fn run(&mut self, op: Op, start: Instant) -> (Result<Value, ClerkError>, usize) {
+    /// Sends `kinds`, numbered from `first_seq`, all at once to the server believed to lead,
+    /// and sends again those not yet answered for good (elsewhere if that server failed)
+    /// until each is, or the deadline passes. Returns each one's outcome and how many times
+    /// it was sent.
+    async fn run(
+        &mut self,
+        first_seq: u64,
+        kinds: &[OpKind],
+        start: Instant,
+    ) -> Vec<(Result<Value, ClerkError>, usize)> {
         let servers = self.transport.servers();
+        let mut outcomes: Vec<Option<Result<Value, ClerkError>>> = vec![None; kinds.len()];
+        let mut attempts = vec![0usize; kinds.len()];
         let mut failures = 0usize;
         let mut patience = self
             .config
@@ -195,34 +236,73 @@ impl<T: ClientTransport> Clerk<T> {
             .unwrap_or(self.config.rpc_timeout)
             .min(self.config.rpc_timeout);
         loop {
-            let call = timeout(patience, self.transport.call(self.leader, op.clone()));
-            tokio::pin!(call);
-            let attempt = loop {
+            let waiting: Vec<usize> = (0..kinds.len())
+                .filter(|&i| outcomes[i].is_none())
+                .collect();
+            let Some(&oldest) = waiting.first() else {
+                break;
+            };
+            // The service applies each after the one before it, or, for the oldest, at once:
+            // everything before that has its outcome.
+            let lowest_pending = first_seq + oldest as u64;
+            let calls = waiting.iter().map(|&i| {
+                attempts[i] += 1;
+                let op = Op {
+                    lowest_pending,
+                    ..Op::new(self.client_id, first_seq + i as u64, kinds[i].clone())
+                };
+                timeout(patience, self.transport.call(self.leader, op))
+            });
+            let calls = futures::future::join_all(calls);
+            tokio::pin!(calls);
+            let replies = loop {
                 tokio::select! {
                     biased;
-                    reply = &mut call => break Some(reply),
+                    replies = &mut calls => break Some(replies),
                     () = self.transport.leader_changed() => {
-                        // Abandoned only for another server: the request may still be applied
-                        // where it went, and its retry is recognised by its sequence number.
+                        // Abandoned only for another server: the requests may still be
+                        // applied where they went, and their retries are recognised by their
+                        // sequence numbers.
                         if self.transport.leader_hint().is_some_and(|h| h != self.leader) {
                             break None;
                         }
                     }
                 }
             };
-            let last = match attempt {
-                Some(Ok(Ok(Ok(value)))) => return (Ok(value), failures + 1),
-                Some(Ok(Ok(Err(e)))) if !e.is_retryable() => {
-                    return (Err(ClerkError::Rejected(e)), failures + 1)
+            let mut last = None;
+            let mut timed_out = false;
+            match replies {
+                None => last = Some("a new leader was seen".to_string()),
+                Some(replies) => {
+                    for (&i, reply) in waiting.iter().zip(replies) {
+                        let failure = match reply {
+                            Ok(Ok(Ok(value))) => {
+                                outcomes[i] = Some(Ok(value));
+                                continue;
+                            }
+                            // An earlier request is missing: it goes again with this one.
+                            Ok(Ok(Err(KvError::OutOfOrder))) => continue,
+                            Ok(Ok(Err(e))) if !e.is_retryable() => {
+                                outcomes[i] = Some(Err(ClerkError::Rejected(e)));
+                                continue;
+                            }
+                            Ok(Ok(Err(e))) => e.to_string(),
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => {
+                                timed_out = true;
+                                format!("no reply within {patience:?}")
+                            }
+                        };
+                        last.get_or_insert(failure);
+                    }
                 }
-                Some(Ok(Ok(Err(e)))) => e.to_string(),
-                Some(Ok(Err(e))) => e.to_string(),
-                Some(Err(_)) => {
-                    let waited = patience;
-                    patience = (patience * 2).min(self.config.rpc_timeout);
-                    format!("no reply within {waited:?}")
-                }
-                None => "a new leader was seen".to_string(),
+            }
+            if timed_out {
+                patience = (patience * 2).min(self.config.rpc_timeout);
+            }
+            // Only requests sent too early failed: the server is fine, send them again.
+            let Some(last) = last else {
+                continue;
             };
             let failed = self.leader;
             self.leader = match self.transport.leader_hint() {
@@ -233,13 +313,22 @@ impl<T: ClientTransport> Clerk<T> {
             if let Some(deadline) = self.config.deadline {
                 if start.elapsed() >= deadline {
                     let waited = start.elapsed();
-                    return (Err(ClerkError::Deadline { waited, last }), failures);
+                    for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        let last = last.clone();
+                        *outcome = Some(Err(ClerkError::Deadline { waited, last }));
+                    }
+                    break;
                 }
             }
             if failures.is_multiple_of(servers) {
                 sleep(self.config.retry_pause).await;
             }
         }
+        outcomes
+            .into_iter()
+            .zip(attempts)
+            .map(|(outcome, sent)| (outcome.expect("every request has an outcome"), sent))
+            .collect()
     }
 }
 
@@ -344,5 +433,67 @@ mod tests {
             .await
             .expect("append in a new session");
         assert_eq!(value(&local, "k").as_deref(), Some("abc"));
+    }
+
+    /// Delays the first copy of every even-numbered request, so that a pipeline reaches the
+    /// state machine out of order.
+    #[derive(Clone)]
+    struct Reordering {
+        local: Local,
+        delayed: Arc<Mutex<std::collections::HashSet<u64>>>,
+    }
+
+    impl ClientTransport for Reordering {
+        fn servers(&self) -> usize {
+            1
+        }
+
+        async fn call(&self, server: usize, op: Op) -> Result<KvReply, RpcError> {
+            if op.seq.is_multiple_of(2) && self.delayed.lock().unwrap().insert(op.seq) {
+                sleep(Duration::from_millis(1)).await;
+            }
+            self.local.call(server, op).await
+        }
+    }
+
+    fn appends(pieces: &[&str]) -> Vec<OpKind> {
+        let kind = |piece: &&str| OpKind::Append {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::copy_from_slice(piece.as_bytes()),
+        };
+        pieces.iter().map(kind).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pipeline_takes_effect_once_in_order_when_replies_are_lost() {
+        let local = Local::new(10);
+        let mut clerk = Clerk::new(local.clone(), 1, ClerkConfig::default());
+        clerk.append("k", "<").await.expect("append");
+        // The first two requests are applied but their replies lost: they go again, and
+        // their retries are answered from the session.
+        local.lose.store(2, Ordering::SeqCst);
+        let outcomes = clerk
+            .execute_pipelined(&appends(&["a", "b", "c", "d", "e"]))
+            .await;
+        assert_eq!(outcomes, vec![Ok(Value::Ok); 5]);
+        assert_eq!(value(&local, "k").as_deref(), Some("<abcde"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pipeline_that_arrives_out_of_order_is_applied_in_order() {
+        let local = Local::new(10);
+        let transport = Reordering {
+            local: local.clone(),
+            delayed: Arc::default(),
+        };
+        let mut clerk = Clerk::new(transport, 1, ClerkConfig::default());
+        let outcomes = clerk
+            .execute_pipelined(&appends(&["a", "b", "c", "d", "e"]))
+            .await;
+        assert_eq!(outcomes, vec![Ok(Value::Ok); 5]);
+        assert_eq!(value(&local, "k").as_deref(), Some("abcde"));
+        // The next call goes on from there.
+        clerk.append("k", "f").await.expect("append");
+        assert_eq!(value(&local, "k").as_deref(), Some("abcdef"));
     }
 }

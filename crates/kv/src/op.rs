@@ -15,6 +15,12 @@ pub struct Op {
     pub client_id: u64,
     pub seq: u64,
     pub kind: OpKind,
+    /// The client's oldest request still waiting for its answer (at most `seq`). Every
+    /// request numbered below it has been answered, or given up on: the session may forget
+    /// their replies, and need not apply them before this one. A client with one request
+    /// at a time sends its own `seq`; a pipeline sends the oldest of those in flight, and
+    /// the state machine then applies `seq` only after `seq - 1` (thesis §6.3).
+    pub lowest_pending: u64,
 }
 
 // New variants go at the end: the log holds operations encoded by earlier builds, and
@@ -228,21 +234,46 @@ impl OpKind {
 }
 
 impl Op {
-    /// Opens client `client_id`'s session; its requests will carry `first_seq` onwards.
-    pub fn open(client_id: u64, first_seq: u64) -> Op {
+    /// Request `seq` of a client that has no other request waiting.
+    pub fn new(client_id: u64, seq: u64, kind: OpKind) -> Op {
         Op {
             client_id,
-            seq: first_seq,
-            kind: OpKind::OpenSession,
+            seq,
+            kind,
+            lowest_pending: seq,
         }
     }
 
+    /// Opens client `client_id`'s session; its requests will carry `first_seq` onwards.
+    pub fn open(client_id: u64, first_seq: u64) -> Op {
+        Op::new(client_id, first_seq, OpKind::OpenSession)
+    }
+
+    /// The operation as a log entry. `lowest_pending` follows the rest, and only when it is
+    /// not `seq`: entries written before it existed end there, and still decode.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("an Op always serializes")
+        let mut out = postcard::to_allocvec(&(self.client_id, self.seq, &self.kind))
+            .expect("an Op always serializes");
+        if self.lowest_pending != self.seq {
+            out.extend(postcard::to_allocvec(&self.lowest_pending).expect("a u64 serializes"));
+        }
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Op, postcard::Error> {
-        postcard::from_bytes(bytes)
+        let ((client_id, seq, kind), rest): ((u64, u64, OpKind), _) =
+            postcard::take_from_bytes(bytes)?;
+        let lowest_pending = if rest.is_empty() {
+            seq
+        } else {
+            postcard::from_bytes(rest)?
+        };
+        Ok(Op {
+            client_id,
+            seq,
+            kind,
+            lowest_pending,
+        })
     }
 }
 
@@ -317,9 +348,14 @@ pub enum KvError {
     /// Nothing was changed.
     #[error("reply of {len} bytes exceeds the limit of {max} bytes")]
     ReplyTooLarge { len: usize, max: usize },
-    /// A retry of a request that was applied, whose reply was too large to keep for it.
-    #[error("the request was applied, but its reply was too large to keep for a retry")]
+    /// A retry of a request that was applied, whose reply was too large to keep for it (or
+    /// was forgotten: the client said it had it).
+    #[error("the request was applied, but its reply was not kept for a retry")]
     ReplyNotKept,
+    /// A pipelined request arrived before an earlier request of its client was applied.
+    /// Nothing was applied; send it again after the earlier one.
+    #[error("an earlier request of this client has not been applied yet")]
+    OutOfOrder,
 }
 
 impl KvError {
@@ -327,7 +363,7 @@ impl KvError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            KvError::WrongLeader | KvError::Timeout | KvError::Busy
+            KvError::WrongLeader | KvError::Timeout | KvError::Busy | KvError::OutOfOrder
         )
     }
 }
@@ -425,17 +461,27 @@ mod tests {
         };
         let bytes = postcard::to_allocvec(&old).unwrap();
         let op = Op::decode(&bytes).unwrap();
-        assert_eq!(
-            op,
-            Op {
-                client_id: 7,
-                seq: 3,
-                kind: OpKind::Put {
-                    key: Bytes::from_static(b"k"),
-                    value: Bytes::from_static(b"v"),
-                },
-            }
-        );
+        let put = OpKind::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        assert_eq!(op, Op::new(7, 3, put));
+    }
+
+    #[test]
+    fn a_pipelined_operation_keeps_its_lowest_pending_through_the_log() {
+        let get = OpKind::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        let alone = Op::new(7, 3, get.clone());
+        assert_eq!(Op::decode(&alone.encode()), Ok(alone.clone()));
+        let pipelined = Op {
+            lowest_pending: 1,
+            ..alone.clone()
+        };
+        assert_eq!(Op::decode(&pipelined.encode()), Ok(pipelined.clone()));
+        // One request at a time costs nothing more in the log than before.
+        assert!(pipelined.encode().len() > alone.encode().len());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind, Value};
 use crate::state_machine::{KvStateMachine, StateImage, DEFAULT_MAX_SESSIONS};
-use raft::{ApplyMsg, Handle, LogIndex};
+use raft::{ApplyMsg, Handle, LogIndex, Term};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -119,6 +119,25 @@ struct Shared {
     proposals_failed: AtomicU64,
 }
 
+/// A proposed operation, in the log at a known index, and the channel its reply comes on.
+struct Waiting {
+    index: u64,
+    term: Term,
+    done: oneshot::Receiver<KvReply>,
+}
+
+/// An operation submitted by [`KvServer::propose`]: await [`Proposal::wait`] for its reply.
+pub struct Proposal(Result<(KvServer, Op, Waiting), KvReply>);
+
+impl Proposal {
+    pub async fn wait(self) -> KvReply {
+        match self.0 {
+            Ok((server, op, waiting)) => server.wait(op, waiting).await,
+            Err(reply) => reply,
+        }
+    }
+}
+
 /// Counters of a server, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KvStats {
@@ -199,12 +218,8 @@ impl KvServer {
 
     /// The `Get` RPC handler.
     pub async fn get(&self, client_id: u64, seq: u64, key: bytes::Bytes) -> KvReply {
-        self.handle(Op {
-            client_id,
-            seq,
-            kind: OpKind::Get { key },
-        })
-        .await
+        self.handle(Op::new(client_id, seq, OpKind::Get { key }))
+            .await
     }
 
     /// The `PutAppend` RPC handler (`kind` is a `Put` or an `Append`).
@@ -216,28 +231,44 @@ impl KvServer {
     /// Submits `op` to the log and waits until it is applied, leadership is lost, or the wait
     /// times out.
     pub async fn handle(&self, op: Op) -> KvReply {
+        self.propose(op).wait().await
+    }
+
+    /// Submits `op` to the log at once and returns what waits for its reply. Operations
+    /// proposed one after another, from one task, take their places in the log in that
+    /// order: a pipeline's requests are proposed in the order they arrived, so none has to
+    /// wait for an earlier one to come along.
+    pub fn propose(&self, op: Op) -> Proposal {
+        match self.start_waiting(&op) {
+            Ok(waiting) => Proposal(Ok((self.clone(), op, waiting))),
+            Err(reply) => Proposal(Err(reply)),
+        }
+    }
+
+    /// Proposes `op` and registers its waiter: `Err` is the reply if it need not wait.
+    fn start_waiting(&self, op: &Op) -> Result<Waiting, KvReply> {
         let config = &self.shared.config;
-        config.limits.check(&op.kind)?;
+        config.limits.check(&op.kind).map_err(Err)?;
         if let (Fault::LocalReads, OpKind::Get { key }) = (config.fault, &op.kind) {
             if self.raft.state().1 {
                 let value = lock(&self.shared.state).peek(key);
-                return Ok(value.map_or(Value::Nil, Value::Bytes));
+                return Err(Ok(value.map_or(Value::Nil, Value::Bytes)));
             }
         }
-        let (index, term, mut done) = {
+        let (index, term, done) = {
             // The waiter is registered under the same lock as `start`, so the apply loop
             // cannot apply the entry before its waiter exists.
             let mut waiters = lock(&self.shared.waiters);
             if waiters.len() >= config.max_waiting {
-                return Err(KvError::Busy);
+                return Err(Err(KvError::Busy));
             }
             let (index, term) = self
                 .raft
                 .start(op.encode())
-                .map_err(|_| KvError::WrongLeader)?;
+                .map_err(|_| Err(KvError::WrongLeader))?;
             match config.fault {
                 Fault::AnswerBeforeCommit if !op.kind.is_read() => {
-                    return Ok(Value::Ok);
+                    return Err(Ok(Value::Ok));
                 }
                 Fault::SessionUpdatedOnPropose => {
                     lock(&self.shared.state).record_session(op.client_id, op.seq);
@@ -257,6 +288,17 @@ impl KvServer {
             );
             (index.0, term, rx)
         };
+        Ok(Waiting { index, term, done })
+    }
+
+    /// Waits for the reply of a proposed operation.
+    async fn wait(&self, op: Op, waiting: Waiting) -> KvReply {
+        let config = &self.shared.config;
+        let Waiting {
+            index,
+            term,
+            mut done,
+        } = waiting;
         let deadline = Instant::now() + config.max_wait;
         loop {
             tokio::select! {

@@ -14,8 +14,16 @@
 //!
 //! A client opens a session (an `OpenSession` entry) before its first request, and numbers
 //! its requests from there. Per client the table keeps the last sequence number applied and
-//! the reply of that write, so a retried request is answered from it and never applied twice.
-//! The table changes only when an entry is applied, never when one is proposed.
+//! the replies of the writes the client may still ask for again, so a retried request is
+//! answered from there and never applied twice. The table changes only when an entry is
+//! applied, never when one is proposed.
+//!
+//! A client may pipeline: send requests without waiting for the earlier ones' replies. Each
+//! request says which of the client's requests is the oldest still waiting
+//! (`Op::lowest_pending`); replies below it are forgotten, and a request is applied only
+//! right after its predecessor (or when nothing before it is waiting), so a pipeline takes
+//! effect in the order it was sent even when a failover makes its client send part of it
+//! again. One that comes too early is refused with `OutOfOrder`, changing nothing.
 //!
 //! The table is bounded: opening a session when it is full evicts the session least recently
 //! used, in log order (every replica evicts the same one at the same entry; no clock is
@@ -24,9 +32,10 @@
 //! applying it nor answering "done" would be safe.
 //!
 //! Per client only small things are kept: a read's reply is not cached, since a retried read
-//! may simply read again (it is still within the client's call, so that is linearizable), and
-//! a write's reply larger than [`MAX_KEPT_REPLY`] (the old value of a GETSET, say) is kept as
-//! "applied, reply not kept".
+//! may simply read again (it is still within the client's call, so that is linearizable),
+//! at most [`MAX_KEPT_REPLIES`] write replies, and of those only [`MAX_KEPT_REPLY`] bytes in
+//! all; past that (the old value of a GETSET, say) a reply is kept as "applied, reply not
+//! kept".
 
 use crate::glob;
 use crate::op::{Command, KvError, KvReply, Limits, Op, OpKind, SetWhen, Value};
@@ -37,27 +46,72 @@ use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 /// Most sessions kept by default. Each costs about 40 bytes in memory and in snapshots, plus
-/// its last write's reply.
+/// the write replies it keeps.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
-/// The largest write reply a session keeps for a retry.
+/// Most bytes of write replies a session keeps for retries, all together.
 pub const MAX_KEPT_REPLY: usize = 4 << 10;
+
+/// Most write replies a session keeps: a pipeline deeper than this may find the replies of
+/// its oldest requests forgotten if it has to send them again.
+pub const MAX_KEPT_REPLIES: usize = 256;
 
 /// Most keys a SCAN examines in one call, whatever COUNT asks.
 pub const MAX_SCAN_COUNT: usize = 10_000;
 
-/// The first byte of every snapshot: the version of the encoding that follows. Version 1
-/// (string keys and values, no versions) is still read.
-const SNAPSHOT_FORMAT: u8 = 2;
+/// The first byte of every snapshot: the version of the encoding that follows. Versions 1
+/// (string keys and values, no versions) and 2 (one reply per session) are still read.
+const SNAPSHOT_FORMAT: u8 = 3;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
     /// The last sequence number applied (the first request of the session is this + 1).
     last_seq: u64,
-    /// The reply of that request if it was a write (reads are not kept).
-    last_reply: Option<KvReply>,
+    /// The replies of the writes numbered from the client's lowest pending request on, by
+    /// sequence number, ascending (reads are not kept).
+    kept: Vec<(u64, KvReply)>,
     /// The log index of the entry that last used the session, for eviction.
     last_used: u64,
+}
+
+impl Session {
+    /// A session of an older snapshot format, which kept the reply of the last request.
+    fn upgraded(last_seq: u64, last_reply: Option<KvReply>, last_used: u64) -> Session {
+        Session {
+            last_seq,
+            kept: last_reply.map(|r| (last_seq, r)).into_iter().collect(),
+            last_used,
+        }
+    }
+
+    /// Forgets the replies below `lowest_pending`: their client has them.
+    fn forget_below(&mut self, lowest_pending: u64) {
+        let answered = self.kept.partition_point(|(seq, _)| *seq < lowest_pending);
+        self.kept.drain(..answered);
+    }
+
+    /// The reply kept for request `seq`, if any.
+    fn kept_reply(&self, seq: u64) -> Option<&KvReply> {
+        let at = self.kept.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        Some(&self.kept[at].1)
+    }
+
+    /// Keeps the reply of write `seq` (the newest), within the bounds.
+    fn keep(&mut self, seq: u64, reply: &KvReply) {
+        if self.kept.len() >= MAX_KEPT_REPLIES {
+            self.kept.drain(..1);
+        }
+        let used: usize = self.kept.iter().map(|(_, r)| kept_size(r)).sum();
+        let reply = match reply {
+            Ok(value) if used + value.size() > MAX_KEPT_REPLY => Err(KvError::ReplyNotKept),
+            other => other.clone(),
+        };
+        self.kept.push((seq, reply));
+    }
+}
+
+fn kept_size(reply: &KvReply) -> usize {
+    reply.as_ref().map_or(0, Value::size)
 }
 
 /// A key in the map, ordered by a fixed hash of its bytes first. Serialized as the key alone.
@@ -189,11 +243,30 @@ mod format1 {
     }
 }
 
+/// The sessions as snapshot format 2 held them (the map was as now), read for upgrades.
+mod format2 {
+    use crate::op::KvReply;
+    use serde::Deserialize;
+
+    #[derive(Clone, Deserialize)]
+    pub struct Session {
+        pub last_seq: u64,
+        pub last_reply: Option<KvReply>,
+        pub last_used: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Replicated {
+        pub data: imbl::OrdMap<super::MapKey, super::Entry>,
+        pub sessions: imbl::HashMap<u64, Session>,
+    }
+}
+
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error(
-        "snapshot format version {0} is not supported (this build reads 1 and {SNAPSHOT_FORMAT})"
+        "snapshot format version {0} is not supported (this build reads 1 to {SNAPSHOT_FORMAT})"
     )]
     Version(u8),
     #[error("snapshot is empty")]
@@ -243,36 +316,40 @@ impl KvStateMachine {
             }
             _ => {}
         }
-        let Some(session) = self.state.sessions.get(&op.client_id) else {
+        let Some(session) = self.state.sessions.get_mut(&op.client_id) else {
             return Err(KvError::SessionExpired);
         };
+        session.forget_below(op.lowest_pending.min(op.seq));
         let (last_seq, last_used) = (session.last_seq, session.last_used);
         if op.seq <= last_seq {
             // A retry. A write is answered as it was the first time; a read reads again.
-            // An older sequence number is a stale duplicate whose caller has moved on.
+            // One whose reply is forgotten is a stale duplicate whose caller has moved on.
             if op.kind.is_read() {
                 return self.execute(index, &op.kind);
             }
-            return match &session.last_reply {
-                Some(reply) if op.seq == last_seq => reply.clone(),
-                _ => Ok(Value::Ok),
-            };
+            return session
+                .kept_reply(op.seq)
+                .cloned()
+                .unwrap_or(Err(KvError::ReplyNotKept));
+        }
+        // Pipelined requests take effect in the order they were sent: one whose predecessor
+        // is still waiting, unapplied, must wait for it.
+        if op.seq != last_seq + 1 && op.lowest_pending < op.seq {
+            return Err(KvError::OutOfOrder);
         }
         let reply = self.execute(index, &op.kind);
         self.lru.remove(&(last_used, op.client_id));
         self.lru.insert((index, op.client_id));
-        let last_reply = (!op.kind.is_read()).then(|| match &reply {
-            Ok(value) if value.size() > MAX_KEPT_REPLY => Err(KvError::ReplyNotKept),
-            other => other.clone(),
-        });
-        self.state.sessions.insert(
-            op.client_id,
-            Session {
-                last_seq: op.seq,
-                last_reply,
-                last_used: index,
-            },
-        );
+        let session = self
+            .state
+            .sessions
+            .get_mut(&op.client_id)
+            .expect("commands do not close sessions");
+        session.last_seq = op.seq;
+        session.last_used = index;
+        if !op.kind.is_read() {
+            session.keep(op.seq, &reply);
+        }
         reply
     }
 
@@ -290,7 +367,7 @@ impl KvStateMachine {
             client_id,
             Session {
                 last_seq: first_seq.saturating_sub(1),
-                last_reply: None,
+                kept: Vec::new(),
                 last_used: index,
             },
         );
@@ -574,8 +651,10 @@ impl KvStateMachine {
     #[doc(hidden)]
     pub fn record_session(&mut self, client_id: u64, seq: u64) {
         if let Some(s) = self.state.sessions.get_mut(&client_id) {
-            s.last_seq = s.last_seq.max(seq);
-            s.last_reply = Some(Ok(Value::Ok));
+            if seq > s.last_seq {
+                s.last_seq = seq;
+                s.keep(seq, &Ok(Value::Ok));
+            }
         }
     }
 
@@ -594,15 +673,15 @@ impl KvStateMachine {
     /// an error the state is empty (the caller cannot go on from it anyway).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
         let (&version, encoded) = bytes.split_first().ok_or(RestoreError::Empty)?;
-        if version != SNAPSHOT_FORMAT && version != 1 {
+        if !(1..=SNAPSHOT_FORMAT).contains(&version) {
             return Err(RestoreError::Version(version));
         }
         self.state = Replicated::default();
         self.lru.clear();
-        self.state = if version == 1 {
-            Replicated::from_format1(postcard::from_bytes(encoded)?)
-        } else {
-            postcard::from_bytes(encoded)?
+        self.state = match version {
+            1 => Replicated::from_format1(postcard::from_bytes(encoded)?),
+            2 => Replicated::from_format2(postcard::from_bytes(encoded)?),
+            _ => postcard::from_bytes(encoded)?,
         };
         self.lru = self
             .state
@@ -677,15 +756,26 @@ impl Replicated {
             .sessions
             .iter()
             .map(|(&client, s)| {
-                let session = Session {
-                    last_seq: s.last_seq,
-                    last_reply: s.last_write.clone().map(|r| r.map(|()| Value::Ok)),
-                    last_used: s.last_used,
-                };
-                (client, session)
+                let reply = s.last_write.clone().map(|r| r.map(|()| Value::Ok));
+                (client, Session::upgraded(s.last_seq, reply, s.last_used))
             })
             .collect();
         Replicated { data, sessions }
+    }
+
+    fn from_format2(old: format2::Replicated) -> Replicated {
+        let sessions = old
+            .sessions
+            .iter()
+            .map(|(&client, s)| {
+                let session = Session::upgraded(s.last_seq, s.last_reply.clone(), s.last_used);
+                (client, session)
+            })
+            .collect();
+        Replicated {
+            data: old.data,
+            sessions,
+        }
     }
 
     /// The sum of a hash per key and per session: independent of iteration order, so no
@@ -695,11 +785,8 @@ impl Replicated {
             d.wrapping_add(mix(fnv(&k.key), mix(fnv(&e.value), e.version)))
         });
         let sessions = self.sessions.iter().fold(0u64, |d, (client, s)| {
-            let reply = match &s.last_reply {
-                None => 0,
-                Some(reply) => fnv(format!("{reply:?}").as_bytes()),
-            };
-            d.wrapping_add(mix(*client, mix(s.last_seq, mix(s.last_used, reply))))
+            let replies = fnv(format!("{:?}", s.kept).as_bytes());
+            d.wrapping_add(mix(*client, mix(s.last_seq, mix(s.last_used, replies))))
         });
         mix(data, sessions)
     }
@@ -733,11 +820,7 @@ mod tests {
     use super::*;
 
     fn op(client_id: u64, seq: u64, kind: OpKind) -> Op {
-        Op {
-            client_id,
-            seq,
-            kind,
-        }
+        Op::new(client_id, seq, kind)
     }
 
     fn append(key: &str, value: &str) -> OpKind {
@@ -797,8 +880,12 @@ mod tests {
         assert_eq!(sm.apply(i + 3, &op(8, 1, append("k", "y"))), Ok(Value::Ok));
         // A retried read reads again: it is still within the client's call.
         assert_eq!(sm.apply(i + 4, &op(7, 2, get("k"))), text("xy"));
-        // A stale duplicate of an older write changes nothing.
-        assert_eq!(sm.apply(i + 5, &op(7, 1, append("k", "x"))), Ok(Value::Ok));
+        // A stale duplicate of an older write changes nothing; its reply is long forgotten
+        // (request 2 said the client had it).
+        assert_eq!(
+            sm.apply(i + 5, &op(7, 1, append("k", "x"))),
+            Err(KvError::ReplyNotKept)
+        );
         assert_eq!(peek(&sm, "k").as_deref(), Some("xy"));
     }
 
@@ -848,7 +935,7 @@ mod tests {
         );
         assert_eq!(
             sm.apply(i + 5, &op(2, 3, append("k", "old"))),
-            Ok(Value::Ok)
+            Err(KvError::ReplyNotKept)
         );
         assert_eq!(sm.apply(i + 6, &op(2, 5, append("k", "b"))), Ok(Value::Ok));
         assert_eq!(peek(&sm, "k").as_deref(), Some("ab"));
@@ -1362,11 +1449,7 @@ mod tests {
         sm.restore(&bytes).expect("restore format 1");
         assert_eq!(peek(&sm, "k").as_deref(), Some("v"));
         // The session is there: a retry of its last write is recognised.
-        let retry = Op {
-            client_id: 7,
-            seq: 3,
-            kind: append("k", "again"),
-        };
+        let retry = Op::new(7, 3, append("k", "again"));
         assert_eq!(sm.apply(10, &retry), Ok(Value::Ok));
         assert_eq!(peek(&sm, "k").as_deref(), Some("v"));
     }
@@ -1396,5 +1479,164 @@ mod tests {
             }
         }
         assert_eq!(peek(&sm, "k"), Some(expected));
+    }
+
+    fn pipelined(client_id: u64, seq: u64, lowest_pending: u64, kind: OpKind) -> Op {
+        Op {
+            lowest_pending,
+            ..op(client_id, seq, kind)
+        }
+    }
+
+    #[test]
+    fn a_pipeline_is_applied_in_order_and_its_replies_kept_until_acknowledged() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let mut i = with_sessions(&mut sm, &[1]);
+        let mut next = |sm: &mut KvStateMachine, op: Op| {
+            i += 1;
+            sm.apply(i, &op)
+        };
+        // Requests 1 to 3 are in flight; 2 arrives first (a failover, say): it must wait.
+        assert_eq!(
+            next(&mut sm, pipelined(1, 2, 1, append("k", "b"))),
+            Err(KvError::OutOfOrder)
+        );
+        assert_eq!(peek(&sm, "k"), None);
+        for (seq, piece) in [(1, "a"), (2, "b"), (3, "c")] {
+            assert_eq!(
+                next(&mut sm, pipelined(1, seq, 1, append("k", piece))),
+                Ok(Value::Ok)
+            );
+        }
+        assert_eq!(peek(&sm, "k").as_deref(), Some("abc"));
+        // Sent again, each gets its own reply, and nothing is applied twice.
+        let incr = |by| {
+            OpKind::Command(Command::IncrBy {
+                key: Bytes::from_static(b"n"),
+                by,
+            })
+        };
+        assert_eq!(
+            next(&mut sm, pipelined(1, 4, 4, incr(10))),
+            Ok(Value::Int(10))
+        );
+        assert_eq!(
+            next(&mut sm, pipelined(1, 5, 4, incr(1))),
+            Ok(Value::Int(11))
+        );
+        assert_eq!(
+            next(&mut sm, pipelined(1, 4, 4, incr(10))),
+            Ok(Value::Int(10))
+        );
+        assert_eq!(
+            next(&mut sm, pipelined(1, 5, 5, incr(1))),
+            Ok(Value::Int(11))
+        );
+        assert_eq!(peek(&sm, "n").as_deref(), Some("11"));
+        // Request 6 says the client has the reply of 5: it is forgotten.
+        assert_eq!(next(&mut sm, pipelined(1, 6, 6, get("k"))), text("abc"));
+        assert_eq!(
+            next(&mut sm, pipelined(1, 5, 5, incr(1))),
+            Err(KvError::ReplyNotKept)
+        );
+        assert_eq!(peek(&sm, "n").as_deref(), Some("11"));
+    }
+
+    #[test]
+    fn a_request_given_up_on_does_not_hold_back_the_next() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        assert_eq!(sm.apply(i, &op(1, 1, append("k", "a"))), Ok(Value::Ok));
+        // Request 2 never arrived, and its client gave up on it: 3 says nothing is pending.
+        assert_eq!(sm.apply(i + 1, &op(1, 3, append("k", "c"))), Ok(Value::Ok));
+        // A late copy of 2 must not be applied after 3.
+        assert_eq!(
+            sm.apply(i + 2, &op(1, 2, append("k", "b"))),
+            Err(KvError::ReplyNotKept)
+        );
+        assert_eq!(peek(&sm, "k").as_deref(), Some("ac"));
+    }
+
+    #[test]
+    fn a_session_keeps_a_bounded_number_of_replies() {
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        let last = MAX_KEPT_REPLIES as u64 + 10;
+        for seq in 1..=last {
+            let reply = sm.apply(i + seq, &pipelined(1, seq, 1, append("k", "x")));
+            assert_eq!(reply, Ok(Value::Ok));
+        }
+        let session = sm.state.sessions.get(&1).expect("open");
+        assert_eq!(session.kept.len(), MAX_KEPT_REPLIES);
+        // The oldest replies went first; the newest are kept.
+        assert_eq!(session.kept_reply(last), Some(&Ok(Value::Ok)));
+        assert_eq!(session.kept_reply(1), None);
+        // And their bytes are bounded: past the budget, a reply is kept as "not kept".
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        let i = with_sessions(&mut sm, &[1]);
+        let big = Bytes::from(vec![b'v'; MAX_KEPT_REPLY / 2 + 1]);
+        let getset = |value: &Bytes| {
+            OpKind::Command(Command::Set {
+                key: Bytes::from_static(b"g"),
+                value: value.clone(),
+                when: SetWhen::Always,
+                get: true,
+            })
+        };
+        for seq in 1..=3 {
+            sm.apply(i + seq, &pipelined(1, seq, 1, getset(&big)))
+                .unwrap();
+        }
+        let retry = |sm: &mut KvStateMachine, seq| {
+            sm.apply(i + 10 + seq, &pipelined(1, seq, 1, getset(&big)))
+        };
+        assert_eq!(retry(&mut sm, 1), Ok(Value::Nil));
+        assert_eq!(retry(&mut sm, 2), Ok(Value::Bytes(big.clone())));
+        assert_eq!(retry(&mut sm, 3), Err(KvError::ReplyNotKept));
+    }
+
+    #[test]
+    fn snapshots_of_format_2_are_still_read() {
+        #[derive(Clone, Serialize)]
+        struct OldSession {
+            last_seq: u64,
+            last_reply: Option<KvReply>,
+            last_used: u64,
+        }
+        #[derive(Serialize)]
+        struct Old {
+            data: imbl::OrdMap<MapKey, Entry>,
+            sessions: imbl::HashMap<u64, OldSession>,
+        }
+        let key = Bytes::from_static(b"k");
+        let entry = Entry {
+            value: Bytes::from_static(b"v"),
+            version: 4,
+        };
+        let old = Old {
+            data: [(MapKey::new(&key), entry)].into_iter().collect(),
+            sessions: [(
+                7,
+                OldSession {
+                    last_seq: 3,
+                    last_reply: Some(Ok(Value::Int(5))),
+                    last_used: 9,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let mut bytes = vec![2];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let mut sm = KvStateMachine::new(Limits::default(), 10);
+        sm.restore(&bytes).expect("restore format 2");
+        assert_eq!(peek(&sm, "k").as_deref(), Some("v"));
+        // The session's last reply answers a retry of its last write.
+        assert_eq!(sm.apply(10, &op(7, 3, append("k", "x"))), Ok(Value::Int(5)));
+        let versions = OpKind::Command(Command::Versions(vec![key]));
+        assert_eq!(
+            sm.apply(11, &op(7, 4, versions)),
+            Ok(Value::Array(vec![Value::Int(4)]))
+        );
     }
 }

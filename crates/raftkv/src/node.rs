@@ -352,9 +352,12 @@ async fn serve_client(
                     .requests
                     .get_or_create(&Metrics::op_label(&op.kind))
                     .clone();
+                let started = std::time::Instant::now();
+                // Proposed here, in the order requests arrive, so that a client's pipelined
+                // requests take their places in the log in the order it sent them.
+                let proposal = kv.propose(op);
                 tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let reply = kv.handle(op).await;
+                    let reply = proposal.wait().await;
                     duration.observe(started.elapsed().as_secs_f64());
                     let leader = kv.raft().inspect(|r| r.leader_id());
                     let _ = tx.send(ServerFrame::Reply { id, reply, leader }).await;

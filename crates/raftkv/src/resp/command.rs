@@ -6,7 +6,7 @@
 
 use super::codec::{Protocol, Reply};
 use super::{InfoSource, RespLimits};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kv::{Clerk, ClerkError, ClientTransport, Command, OpKind, SetWhen, Value};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -132,6 +132,33 @@ struct Transaction {
     failed: bool,
 }
 
+/// Most commands run together as one pipeline: below what a session keeps replies of
+/// (`kv::state_machine::MAX_KEPT_REPLIES`), so that a failover in the middle of one loses
+/// no reply.
+const MAX_PIPELINE: usize = 128;
+
+/// A pipeline with this many bytes of arguments runs before more is read into it.
+const MAX_PIPELINE_BYTES: usize = 1 << 20;
+
+/// Data commands read one after another from a connection's input, run together: proposed
+/// at once, applied in order, answered in order.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    commands: Vec<Queued>,
+    bytes: usize,
+}
+
+impl Pipeline {
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Whether it should run before another command joins it.
+    pub fn is_full(&self) -> bool {
+        self.commands.len() >= MAX_PIPELINE || self.bytes >= MAX_PIPELINE_BYTES
+    }
+}
+
 /// A data command, and how its reply reads in Redis.
 struct Queued {
     command: Command,
@@ -206,6 +233,49 @@ impl Connection {
             Ok(reply) | Err(reply) => reply,
         };
         (reply, After::Continue)
+    }
+
+    /// Adds request `args` to `pipeline` if it is a data command that can run there, with
+    /// the commands before and after it; otherwise hands it back, to run on its own once the
+    /// pipeline has. Inside MULTI, and before AUTH, nothing joins a pipeline.
+    pub fn pipeline(&self, pipeline: &mut Pipeline, args: Vec<Bytes>) -> Option<Vec<Bytes>> {
+        if self.multi.is_some() || self.auth.required() {
+            return Some(args);
+        }
+        match parse(&args[0].to_ascii_uppercase(), &args) {
+            Some(Ok(queued)) => {
+                pipeline.bytes += args.iter().map(Bytes::len).sum::<usize>();
+                pipeline.commands.push(queued);
+                None
+            }
+            _ => Some(args),
+        }
+    }
+
+    /// Runs the commands of `pipeline` (emptying it) and writes their replies, in order.
+    pub async fn run_pipeline<T: ClientTransport>(
+        &self,
+        clerk: &mut Clerk<T>,
+        pipeline: &mut Pipeline,
+        out: &mut BytesMut,
+    ) {
+        let (kinds, shapes): (Vec<_>, Vec<_>) = std::mem::take(&mut pipeline.commands)
+            .into_iter()
+            .map(|q| (OpKind::Command(q.command), q.shape))
+            .unzip();
+        pipeline.bytes = 0;
+        // One alone takes the path that reopens an evicted session for it.
+        let outcomes = match <[OpKind; 1]>::try_from(kinds) {
+            Ok([kind]) => vec![clerk.execute(kind).await],
+            Err(kinds) => clerk.execute_pipelined(&kinds).await,
+        };
+        for (outcome, shape) in outcomes.into_iter().zip(shapes) {
+            let reply = match outcome {
+                Ok(value) => shape.reply(value),
+                Err(e) => Reply::error(describe(&e)),
+            };
+            reply.encode_as(self.protocol, out);
+        }
     }
 
     /// `Err` carries an error reply, so that checks can use `?`.

@@ -1,10 +1,10 @@
 //! The accept loop and the per-connection loop.
 
 use super::codec::{Reply, RespCodec, RespError};
-use super::command::{After, Connection};
+use super::command::{After, Connection, Pipeline};
 use super::{InfoSource, RespLimits};
 use crate::metrics::Metrics;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kv::{Clerk, ClientTransport};
 use std::io;
 use std::sync::Arc;
@@ -33,9 +33,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves one client connection until it closes, sends `QUIT`, or breaks the protocol.
 ///
-/// Requests run one at a time, in order, through `clerk`, which belongs to this connection
-/// alone. Replies are sent in request order; those to pipelined requests are written together
-/// once no complete request is left in the input.
+/// Requests run in order through `clerk`, which belongs to this connection alone. Data
+/// commands that arrive together (pipelined) are proposed together and applied in order;
+/// other commands run on their own. Replies are sent in request order; those to pipelined
+/// requests are written together once no complete request is left in the input.
 pub async fn serve_connection<T, S>(
     mut stream: S,
     mut clerk: Clerk<T>,
@@ -74,10 +75,28 @@ where
     let mut codec = RespCodec::new(limits);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::new();
+    let mut pipeline = Pipeline::default();
     loop {
         loop {
-            match codec.decode(&mut input) {
-                Ok(Some(args)) => {
+            // Data commands wait in the pipeline while more requests are buffered behind
+            // them; anything else, the end of the buffered input and a full pipeline first
+            // run what waits, so that replies keep request order.
+            let next = match codec.decode(&mut input) {
+                Ok(Some(args)) => match conn.pipeline(&mut pipeline, args) {
+                    None if pipeline.is_full() => Next::Pipeline,
+                    None => continue,
+                    Some(args) => Next::Request(args),
+                },
+                Ok(None) => Next::Read,
+                Err(e) => Next::Failed(e),
+            };
+            if !pipeline.is_empty() {
+                conn.run_pipeline(clerk, &mut pipeline, &mut output).await;
+            }
+            match next {
+                Next::Pipeline => {}
+                Next::Read => break,
+                Next::Request(args) => {
                     let (reply, after) = conn.execute(clerk, args).await;
                     reply.encode_as(conn.protocol, &mut output);
                     if after == After::Close {
@@ -85,24 +104,23 @@ where
                         stream.flush().await?;
                         return Ok(After::Close);
                     }
-                    if output.len() >= WRITE_HIGH_WATER {
-                        stream.write_all(&output).await?;
-                        output.clear();
-                    }
                 }
-                Ok(None) => break,
                 // Too large: refused, and the codec drops the rest of it as it comes.
-                Err(RespError::Refused(msg)) => {
+                Next::Failed(RespError::Refused(msg)) => {
                     Reply::Error(msg).encode_as(conn.protocol, &mut output);
                 }
-                Err(RespError::Protocol(msg)) => {
+                Next::Failed(RespError::Protocol(msg)) => {
                     tracing::debug!("RESP protocol error: {msg}");
                     Reply::error(format!("Protocol error: {msg}")).encode(&mut output);
                     stream.write_all(&output).await?;
                     stream.flush().await?;
                     return Ok(After::Close);
                 }
-                Err(RespError::Io(e)) => return Err(e),
+                Next::Failed(RespError::Io(e)) => return Err(e),
+            }
+            if output.len() >= WRITE_HIGH_WATER {
+                stream.write_all(&output).await?;
+                output.clear();
             }
         }
         if !output.is_empty() {
@@ -115,6 +133,17 @@ where
             return Ok(After::Continue);
         }
     }
+}
+
+/// What the connection loop does after decoding from its input.
+enum Next {
+    /// Run the pipeline, which is full, and decode on.
+    Pipeline,
+    /// Run this request, which cannot join a pipeline.
+    Request(Vec<Bytes>),
+    /// Reply to what was decoded, and read more input.
+    Read,
+    Failed(RespError),
 }
 
 /// Ends our side of the connection, then drops input until the client closes its side, for
