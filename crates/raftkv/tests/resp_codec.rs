@@ -19,6 +19,8 @@ struct Local {
     sm: Arc<Mutex<KvStateMachine>>,
     limits: Limits,
     applied: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests sent before an earlier one of their client was answered.
+    pipelined: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientTransport for Local {
@@ -31,6 +33,10 @@ impl ClientTransport for Local {
         _server: usize,
         op: Op,
     ) -> impl Future<Output = Result<KvReply, RpcError>> + Send {
+        if op.lowest_pending < op.seq {
+            self.pipelined
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let reply = match self.limits.check(&op.kind) {
             Ok(()) => {
                 // The log index the entry would have: sessions age by it.
@@ -78,6 +84,7 @@ impl Service {
                 ))),
                 limits,
                 applied: Arc::default(),
+                pipelined: Arc::default(),
             },
             next_client: 1,
         }
@@ -255,6 +262,47 @@ async fn pipelined_requests_are_answered_in_order() {
         replies.push_str(&timeout(WAIT, read_reply(&mut c)).await.unwrap());
     }
     assert_eq!(replies, expected);
+}
+
+#[tokio::test]
+async fn pipelined_data_commands_are_sent_together_and_others_keep_their_place() {
+    let mut service = Service::new(Limits::default());
+    let (mut c, _task) = service.connect(RespLimits::default());
+    let mut input = Vec::new();
+    let mut expected = String::new();
+    for i in 0..10 {
+        input.extend(cmd(&["INCR", "n"]));
+        expected.push_str(&format!(":{}\r\n", i + 1));
+    }
+    // A connection command and a transaction run on their own, between the pipelines.
+    for (request, reply) in [
+        (&["PING"][..], "+PONG\r\n"),
+        (&["MULTI"], "+OK\r\n"),
+        (&["INCR", "n"], "+QUEUED\r\n"),
+        (&["EXEC"], "*1\r\n:11\r\n"),
+    ] {
+        input.extend(cmd(request));
+        expected.push_str(reply);
+    }
+    for _ in 0..10 {
+        input.extend(cmd(&["GET", "n"]));
+        expected.push_str(&bulk("11"));
+    }
+    c.write_all(&input).await.unwrap();
+    let mut replies = String::new();
+    for _ in 0..24 {
+        replies.push_str(&timeout(WAIT, read_reply(&mut c)).await.unwrap());
+    }
+    assert_eq!(replies, expected);
+    // In each run of ten, all but the first went before the first was answered.
+    let pipelined = service
+        .local
+        .pipelined
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        pipelined, 18,
+        "requests sent while an earlier one was in flight"
+    );
 }
 
 #[tokio::test]
