@@ -10,7 +10,9 @@
 //! - [`resp`]: the Redis-protocol front end.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`tls`]: TLS on every port.
+//! - [`bench`]: the load generator behind `raftkv bench`.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod metrics;

@@ -109,6 +109,91 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Load a cluster (or any Redis) through its Redis port, and report throughput and
+    /// latency: a progress line each second, then a table (p50 to max, from HDR histograms).
+    #[command(after_long_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+}
+
+const BENCH_EXAMPLES: &str = "Examples:\n  \
+        raftkv bench --requests 100000                     SET, 64 clients over 8 connections\n  \
+        raftkv bench --workload get --clients 1 --connections 1 --duration 10s\n  \
+        raftkv bench --clients 1000 --connections 100 --duration 60s --plot run.svg\n  \
+        raftkv bench --redis 127.0.0.1:6381,127.0.0.1:6382 --workload mixed --csv";
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Redis ports to load, host:port,...: connections go to them in turn.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:6381", value_parser = parse_addr)]
+    redis: Vec<SocketAddr>,
+    #[arg(long, value_enum, default_value_t = raftkv::bench::Workload::Put)]
+    workload: raftkv::bench::Workload,
+    /// Clients, each with one request in flight at a time.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Connections the clients share: each carries clients/connections requests at once,
+    /// pipelined.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Stop after this many requests in all.
+    #[arg(long, short = 'n')]
+    requests: Option<u64>,
+    /// Stop after this long (for example 30s or 5m), if --requests has not stopped it
+    /// first [default without --requests: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Bytes per key (a zero-padded number).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Distinct keys, picked uniformly at random.
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
+    /// For --workload mixed: the percentage of requests that are reads.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    read_percent: u8,
+    /// The password of the Redis port (AUTH), if it has one.
+    #[arg(long, env = "RAFTKV_REQUIREPASS", hide_env_values = true)]
+    password: Option<String>,
+    /// Print the result as CSV (a header line and a line of figures).
+    #[arg(long)]
+    csv: bool,
+    /// Draw throughput and latency over the run into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// `host:port`, the host a name or an address.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
+}
+
+/// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h` (seconds without one).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{s}: expected a duration such as 30s or 5m"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{s}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -369,7 +454,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => bench(args).await,
     }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let duration = match (args.requests, args.duration) {
+        (None, None) => Some(std::time::Duration::from_secs(10)),
+        (_, duration) => duration,
+    };
+    let options = raftkv::bench::BenchOptions {
+        addrs: args.redis,
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        keys: args.keys,
+        read_percent: args.read_percent,
+        requests: args.requests,
+        duration,
+        password: args.password,
+        progress: !args.quiet,
+        plot: args.plot,
+    };
+    let report = raftkv::bench::run(options).await?;
+    if args.csv {
+        print!("{}", report.csv());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
