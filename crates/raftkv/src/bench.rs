@@ -540,7 +540,7 @@ fn plot(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
     let quantile = |q| -> Vec<(u32, f64)> {
         (0..)
             .zip(&report.per_second)
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(s, h)| (s, h.value_at_quantile(q) as f64 / 1000.0))
             .collect()
     };
