@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Latencies are recorded in microseconds, up to this (longer ones count as this).
-const MAX_LATENCY_US: u64 = 60_000_000;
+pub const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// What the clients send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -39,7 +39,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Workload::Put => "put",
             Workload::Get => "get",
@@ -149,7 +149,8 @@ impl Report {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// A latency histogram as every report holds them: microseconds, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
@@ -310,7 +311,7 @@ async fn prefill(options: &BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Key number `n`, zero-padded to `size` bytes (more if `n` needs them).
-fn key(n: u64, size: usize) -> Vec<u8> {
+pub fn key(n: u64, size: usize) -> Vec<u8> {
     format!("{n:0size$}").into_bytes()
 }
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# raftkv against etcd on this machine: 3-node clusters of each on loopback, the same load
+# (8-byte keys, 256-byte values, 1,000 keys), the two systems alternating, ROUNDS rounds,
+# medians reported with the ratio raftkv / etcd.
+#
+#   bench/compare-etcd.sh [ROUNDS]     (default 5; RUN_SECONDS=n per run, default 10)
+#
+# raftkv is loaded by `raftkv bench` through its Redis ports; etcd by bench/etcd-load through
+# its gRPC API, which reports with the same code. Both spread their connections over the three
+# nodes. Server CPU is the user + system time of the three server processes during the
+# 1000-client write run. Installs etcd (Debian's etcd-server) and protoc (to build etcd-load)
+# with apt-get if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${1:-5}"
+RUN_SECONDS="${RUN_SECONDS:-10}"
+for tool in etcd:etcd-server protoc:protobuf-compiler redis-cli:redis-tools; do
+    if ! command -v "${tool%%:*}" >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
+    fi
+done
+cargo build --release -q -p raftkv
+cargo build --release -q --manifest-path bench/etcd-load/Cargo.toml
+RAFTKV="$PWD/target/release/raftkv"
+ETCD_LOAD="$PWD/bench/etcd-load/target/release/etcd-load"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# etcd: clients on 2379{1,2,3}, peers on 2380{1,2,3}.
+cluster=""
+for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:2380$i"; done
+ETCD_PIDS=()
+for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+        --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+        --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+        --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
+        --log-level error >"$WORK/etcd$i.log" 2>&1 &
+    ETCD_PIDS+=($!)
+    PIDS+=($!)
+done
+ETCD_ENDPOINTS="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
+
+# raftkv: Redis ports 6831..6833.
+"$RAFTKV" cluster --data-dir "$WORK/raftkv" --base-port 7831 --resp-base-port 6831 \
+    --metrics-base-port 0 >"$WORK/raftkv.log" 2>&1 &
+SUP=$!
+PIDS+=($SUP)
+RAFTKV_REDIS="127.0.0.1:6831,127.0.0.1:6832,127.0.0.1:6833"
+until redis-cli -p 6831 SET warm up 2>/dev/null | grep -q OK; do sleep 0.2; done
+until "$ETCD_LOAD" --endpoints "$ETCD_ENDPOINTS" --clients 1 --connections 1 --seconds 0.2 \
+    >/dev/null 2>&1; do sleep 0.5; done
+RAFTKV_PIDS=($(pgrep -P "$SUP"))
+
+# User + system CPU seconds of the given processes so far.
+cpu() {
+    local ticks=0
+    for pid in "$@"; do
+        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "scale=3; $ticks / $(getconf CLK_TCK)" | bc
+}
+
+# One run: prints "<system> <workload> <req/s> <p50 ms> <p99 ms> <CPU s per 10k requests>".
+run() {
+    local system=$1 name=$2 workload=$3 clients=$4 connections=$5 line before after pids
+    if [ "$system" = etcd ]; then pids=("${ETCD_PIDS[@]}"); else pids=("${RAFTKV_PIDS[@]}"); fi
+    before=$(cpu "${pids[@]}")
+    if [ "$system" = etcd ]; then
+        line=$("$ETCD_LOAD" --endpoints "$ETCD_ENDPOINTS" --workload "$workload" \
+            --clients "$clients" --connections "$connections" --seconds "$RUN_SECONDS" --csv | tail -1)
+    else
+        line=$("$RAFTKV" bench --redis "$RAFTKV_REDIS" --workload "$workload" --clients "$clients" \
+            --connections "$connections" --duration "${RUN_SECONDS}s" --csv -q | tail -1)
+    fi
+    after=$(cpu "${pids[@]}")
+    # workload,clients,connections,seconds,requests,errors,throughput,p50,p90,p99,p999,max
+    echo "$line" | awk -F, -v s="$system" -v n="$name" -v cpu="$(echo "$after - $before" | bc)" \
+        '{ if ($6 > 0) print "errors in", s, n > "/dev/stderr";
+           printf "%s %s %s %s %s %.3f\n", s, n, $7, $8, $10, cpu * 10000 / ($5 > 0 ? $5 : 1) }'
+}
+
+WORKLOADS=(
+    "w1 put 1 1"
+    "w64 put 64 8"
+    "w1000 put 1000 100"
+    "r1 get 1 1"
+    "r1000 get 1000 100"
+)
+for round in $(seq 1 "$ROUNDS"); do
+    for w in "${WORKLOADS[@]}"; do
+        read -r name workload clients connections <<<"$w"
+        run etcd "$name" "$workload" "$clients" "$connections"
+        run raftkv "$name" "$workload" "$clients" "$connections"
+    done
+done | tee "$WORK/results"
+
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+figure() { awk -v s="$1" -v n="$2" -v f="$3" '$1 == s && $2 == n {print $f}' "$WORK/results" | median; }
+echo
+echo "medians of $ROUNDS rounds, ${RUN_SECONDS} s each (etcd $(etcd --version | awk '/etcd Version/ {print $3}'))"
+printf "%-42s %22s %22s %8s\n" "workload" "etcd" "raftkv" "ratio"
+label() {
+    case $1 in
+        w1) echo "writes, 1 client" ;; w64) echo "writes, 64 clients over 8 connections" ;;
+        w1000) echo "writes, 1000 clients over 100 connections" ;; r1) echo "linearizable reads, 1 client" ;;
+        r1000) echo "linearizable reads, 1000 clients" ;;
+    esac
+}
+for w in "${WORKLOADS[@]}"; do
+    read -r name _ <<<"$w"
+    e=$(figure etcd "$name" 3) r=$(figure raftkv "$name" 3)
+    printf "%-42s %9.0f/s p50 %5.2f %9.0f/s p50 %5.2f %8.2f\n" "$(label "$name")" \
+        "$e" "$(figure etcd "$name" 4)" "$r" "$(figure raftkv "$name" 4)" "$(echo "$r / $e" | bc -l)"
+done
+e=$(figure etcd w1000 6) r=$(figure raftkv w1000 6)
+printf "%-42s %20.2f s %20.2f s %8.2f\n" "server CPU per 10k writes (1000 clients)" "$e" "$r" \
+    "$(echo "$r / $e" | bc -l)"
