@@ -113,6 +113,13 @@ async fn main() -> anyhow::Result<()> {
         latency,
         per_second: Vec::new(),
     };
-    print!("{}", if args.csv { report.csv() } else { report.table() });
+    print!(
+        "{}",
+        if args.csv {
+            report.csv()
+        } else {
+            report.table()
+        }
+    );
     Ok(())
 }
