@@ -13,9 +13,10 @@
 //! # Versions
 //!
 //! Each key has a version, the log index of the entry that last wrote it, 0 while it is
-//! missing (a deleted key has none, so FLUSHALL resets every version to 0). `Versions`
-//! (WATCH) reads them, and an `Exec` whose watched versions are no longer current runs
-//! nothing and replies `Nil`. Log indexes are not something a sequential specification can
+//! missing (a deleted key has none, so FLUSHALL resets every version to 0; a key created and
+//! deleted again since a WATCH is back at 0 and does not fail the EXEC, a difference from
+//! Redis that `docs/REDIS.md` lists). `Versions` (WATCH) reads them, and an `Exec` whose
+//! watched versions are no longer current runs nothing and replies `Nil`. Log indexes are not something a sequential specification can
 //! predict, so the model keeps, per key, only what the history has shown of its version,
 //! [`Version`]: exactly `v`, learnt from a `Versions` reply (or from a transaction that ran
 //! while watching the key at `v`); or merely above some bound, after a write the history has
@@ -188,6 +189,7 @@ impl Model for CommandsModel {
             }
             Request::Exec { watched, commands } => next.exec(watched, commands, output.as_ref()),
         };
+        debug_assert!(next.floor_bounds_every_version(), "{next:?}");
         legal.then_some(next)
     }
 
@@ -275,6 +277,13 @@ enum Watch {
 }
 
 impl Map {
+    /// The invariant stated on [`Map`].
+    fn floor_bounds_every_version(&self) -> bool {
+        self.entries.values().all(|e| match e.version {
+            Version::Exactly(v) | Version::Above(v) => v <= self.floor,
+        })
+    }
+
     fn watch(&self, key: &Bytes, given: u64) -> Watch {
         match self.entries.get(key).map(|e| e.version) {
             None if given == 0 => Watch::Unchanged,
@@ -312,13 +321,8 @@ impl Map {
             }
         }
         let mut run = Run::new(self);
-        let mut legal = true;
-        for (i, command) in commands.iter().enumerate() {
-            legal &= run.command(command, replies.map(|r| &r[i]));
-            if !legal {
-                break;
-            }
-        }
+        let legal = (commands.iter().enumerate())
+            .all(|(i, command)| run.command(command, replies.map(|r| &r[i])));
         run.finish();
         legal
     }

@@ -183,7 +183,7 @@ pub fn check_commands_linearizable(history: &[Record], name: &str, seed: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands_mix::CommandMix;
+    use crate::commands_mix::{CommandMix, Reach};
     use kv::{KvStateMachine, Limits, Op};
     use linearizability::{check_operations, CheckResult};
     use rand::{Rng, SeedableRng};
@@ -227,7 +227,7 @@ mod tests {
         let keys: Vec<String> = (0..4).map(|k| format!("k{k}")).collect();
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut mix = CommandMix::new(&keys, true, 1, seed);
+            let mut mix = CommandMix::new(&keys, Reach::WholeMap, 1, seed);
             // Versions are learnt from a first pass; the second replays it with the
             // transactions watching what the first pass read.
             let mut kinds = Vec::new();

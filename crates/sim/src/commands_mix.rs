@@ -14,12 +14,20 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Which commands the mix may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every command, those that see every key (DBSIZE, KEYS, SCAN, FLUSHALL) included.
+    WholeMap,
+    /// Only commands that name their keys: when other keys are in use, which the course's
+    /// model checks key by key.
+    OwnKeys,
+}
+
 /// One client's workload.
 pub struct CommandMix {
     keys: Vec<Bytes>,
-    /// Whether to send the commands that see every key (DBSIZE, KEYS, SCAN, FLUSHALL): not
-    /// when other keys are in use, which the course's model checks key by key.
-    whole_map: bool,
+    reach: Reach,
     client: u64,
     rng: ChaCha8Rng,
     /// Values written so far, to make tags unique.
@@ -27,11 +35,11 @@ pub struct CommandMix {
 }
 
 impl CommandMix {
-    pub fn new(keys: &[String], whole_map: bool, client: u64, seed: u64) -> CommandMix {
+    pub fn new(keys: &[String], reach: Reach, client: u64, seed: u64) -> CommandMix {
         assert!(!keys.is_empty(), "a command mix needs keys");
         CommandMix {
             keys: keys.iter().map(|k| Bytes::from(k.clone())).collect(),
-            whole_map,
+            reach,
             client,
             rng: ChaCha8Rng::seed_from_u64(seed),
             written: 0,
@@ -181,7 +189,7 @@ impl CommandMix {
             63..69 => Command::MGet(self.keys(3)),
             69..76 => Command::MSet(self.pairs()),
             76..81 => Command::MSetNx(self.pairs()),
-            81.. if !self.whole_map => Command::Get(self.key()),
+            81.. if self.reach == Reach::OwnKeys => Command::Get(self.key()),
             81..87 => Command::DbSize,
             87..91 => Command::Keys(Bytes::from_static(b"*")),
             91..95 => Command::Scan {

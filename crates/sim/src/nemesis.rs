@@ -24,7 +24,7 @@
 //!   core's own assertions, and any other panic.
 
 use crate::commands_check;
-use crate::commands_mix::CommandMix;
+use crate::commands_mix::{CommandMix, Reach};
 use crate::incarnation::CrashPolicy;
 use crate::kv_check::{check_history, report_path, CheckError};
 use crate::kv_cluster::{KvCluster, KvOptions, SimClerk};
@@ -151,7 +151,7 @@ pub async fn run(seed: u64) -> Outcome {
         .map(|id| {
             // The commands see only their own keys: DBSIZE, KEYS, SCAN and FLUSHALL would
             // see, or wipe, the keys the course's model checks one by one.
-            let mix = CommandMix::new(&plan.command_keys, false, id, rng.gen());
+            let mix = CommandMix::new(&plan.command_keys, Reach::OwnKeys, id, rng.gen());
             let client = Client {
                 cfg: cfg.clone(),
                 id,

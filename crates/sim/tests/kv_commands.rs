@@ -8,7 +8,7 @@ mod common;
 
 use common::{check_sizes, cluster, partitioner};
 use sim::commands_check::check_commands_linearizable;
-use sim::commands_mix::CommandMix;
+use sim::commands_mix::{CommandMix, Reach};
 use sim::KV_ELECTION_TIMEOUT;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,7 +61,7 @@ async fn commands_test(name: &str, seed: u64, maxraftstate: Option<usize>) {
             .map(|client| {
                 let (cfg, done) = (cfg.clone(), done.clone());
                 let mix_seed = cfg.rand(0..u64::MAX);
-                let mut mix = CommandMix::new(&keys, true, client, mix_seed);
+                let mut mix = CommandMix::new(&keys, Reach::WholeMap, client, mix_seed);
                 tokio::spawn(async move {
                     let mut ck = cfg.make_client(&cfg.all());
                     while !done.load(Ordering::SeqCst) {
