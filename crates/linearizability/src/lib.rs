@@ -2,7 +2,8 @@
 //! style of porcupine: Wing & Gong's backtracking search with Lowe's
 //! memoisation, P-compositional partitioning, a time budget, and an HTML
 //! report of what went wrong. [`kv::KvModel`] specifies a key/value store
-//! with `get`, `put` and `append`.
+//! with `get`, `put` and `append`, checked key by key; [`commands::CommandsModel`]
+//! the Redis commands, transactions and WATCH of raftkv, checked as one map.
 //!
 //! # Contract
 //!
@@ -125,6 +126,7 @@
 //! ```
 
 mod checker;
+pub mod commands;
 mod info;
 pub mod kv;
 mod memo;

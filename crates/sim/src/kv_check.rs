@@ -5,7 +5,7 @@
 use crate::history::Record;
 use kv::OpKind;
 use linearizability::kv::{KvInput, KvModel, KvOutput};
-use linearizability::{check_operations_verbose, write_report, CheckResult, Operation};
+use linearizability::{check_operations_verbose, write_report, CheckResult, Model, Operation};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -85,26 +85,37 @@ impl std::fmt::Display for CheckError {
 /// Checks `history` within [`CHECK_BUDGET`]; unless it is proven linearizable, writes the
 /// report under `target/linearizability/` and says why.
 pub fn check_history(history: &[Record], name: &str, seed: u64) -> Result<(), CheckError> {
-    let ops = to_operations(history);
+    check_operations_reported(&KvModel, &to_operations(history), name, seed, "history")
+}
+
+/// Checks `ops` against `model` within [`CHECK_BUDGET`]; unless they are proven linearizable,
+/// writes the report of `name` on `seed` and says why, naming `what` was checked.
+pub fn check_operations_reported<M: Model>(
+    model: &M,
+    ops: &[Operation<M::Input, M::Output>],
+    name: &str,
+    seed: u64,
+    what: &str,
+) -> Result<(), CheckError> {
     let t0 = Instant::now();
-    let (result, info) = check_operations_verbose(&KvModel, &ops, Some(CHECK_BUDGET));
+    let (result, info) = check_operations_verbose(model, ops, Some(CHECK_BUDGET));
     let took = t0.elapsed();
     if result == CheckResult::Ok {
         return Ok(());
     }
     let path = report_path(name, seed);
     let written = std::fs::create_dir_all(path.parent().expect("parent"))
-        .and_then(|_| write_report(&KvModel, &info, &path));
+        .and_then(|_| write_report(model, &info, &path));
     let report = match written {
         Ok(()) => format!("report: {}", path.display()),
         Err(e) => format!("could not write the report to {}: {e}", path.display()),
     };
     match result {
         CheckResult::Illegal => Err(CheckError::Illegal(format!(
-            "history is not linearizable; {report}"
+            "{what} is not linearizable; {report}"
         ))),
         _ => Err(CheckError::Timeout(format!(
-            "linearizability check timed out after {took:?}; {report}"
+            "linearizability check of the {what} timed out after {took:?}; {report}"
         ))),
     }
 }

@@ -45,6 +45,19 @@ pub struct KvOptions {
     pub crashes: CrashPolicy,
     /// A new leader appends a no-op entry (thesis §6.4), as in production.
     pub noop_on_election: bool,
+    /// A deliberate bug in the Clerks' calls (the mutant tests); `ClientFault::None` otherwise.
+    pub client_fault: ClientFault,
+}
+
+/// Ways to break the simulated clients on purpose, so tests can show that they catch the bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFault {
+    None,
+    /// A transaction is sent as separate operations, each with its own sequence number and so
+    /// its own log entry: the watched versions checked by an empty transaction first, then
+    /// each command on its own, their replies assembled into the transaction's. Other clients'
+    /// writes can then land between its commands.
+    ExecAsSeparateEntries,
 }
 
 impl KvOptions {
@@ -57,6 +70,7 @@ impl KvOptions {
             ticks: Vec::new(),
             crashes: CrashPolicy::SUITES,
             noop_on_election: true,
+            client_fault: ClientFault::None,
         }
     }
 }
@@ -109,6 +123,9 @@ impl KvCluster {
         }
         if options.kv.fault == kv::Fault::None {
             options.kv.fault = crate::mutants::kv_fault();
+        }
+        if options.client_fault == ClientFault::None {
+            options.client_fault = crate::mutants::client_fault();
         }
         let n = options.servers;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -499,8 +516,9 @@ impl KvCluster {
     }
 
     /// Like `get`, `put` and `append`, for a test that expects calls to fail: a call refused
-    /// because its session expired has an unknown outcome (a write is recorded as such); a call
-    /// refused for good (a limit) changed nothing and is not recorded.
+    /// because its session expired has an unknown outcome, and so has a write applied whose
+    /// reply was too large to keep for its retry (a write is recorded as such); a call refused
+    /// for good (a limit) changed nothing and is not recorded.
     pub async fn try_recorded(
         &self,
         ck: &mut SimClerk,
@@ -508,14 +526,20 @@ impl KvCluster {
         client: u64,
     ) -> Result<Value, ClerkError> {
         let call = self.history.call(self.now());
-        let result = ck.clerk.execute(kind.clone()).await;
+        let fault = self.state().options.client_fault;
+        let result = match (&kind, fault) {
+            (OpKind::Exec { watched, commands }, ClientFault::ExecAsSeparateEntries) => {
+                exec_as_separate_entries(ck, watched, commands).await
+            }
+            _ => ck.clerk.execute(kind.clone()).await,
+        };
         let ret = self.now();
         self.trace.record(&ret.to_le_bytes());
         match &result {
             Ok(output) => self
                 .history
                 .complete(call, client, kind, output.clone(), ret),
-            Err(ClerkError::Rejected(KvError::SessionExpired)) => {
+            Err(ClerkError::Rejected(KvError::SessionExpired | KvError::ReplyNotKept)) => {
                 if !kind.is_read() {
                     self.history.complete_unknown(call, client, kind);
                 }
@@ -583,6 +607,36 @@ impl KvCluster {
         sleep(latency).await;
         Ok(reply)
     }
+}
+
+/// The `ClientFault::ExecAsSeparateEntries` mutant's transaction: the watch check, then every
+/// command, each an operation (a log entry) of its own.
+async fn exec_as_separate_entries(
+    ck: &mut SimClerk,
+    watched: &[(Bytes, u64)],
+    commands: &[kv::Command],
+) -> Result<Value, ClerkError> {
+    if !watched.is_empty() {
+        let check = OpKind::Exec {
+            watched: watched.to_vec(),
+            commands: Vec::new(),
+        };
+        if ck.clerk.execute(check).await? == Value::Nil {
+            return Ok(Value::Nil);
+        }
+    }
+    let mut replies = Vec::with_capacity(commands.len());
+    for command in commands {
+        let reply = match ck.clerk.execute(OpKind::Command(command.clone())).await {
+            // Inside a transaction a failed command is an error reply, as the service gives.
+            Err(ClerkError::Rejected(e)) if e != KvError::SessionExpired => {
+                Value::Error(format!("ERR {e}"))
+            }
+            other => other?,
+        };
+        replies.push(reply);
+    }
+    Ok(Value::Array(replies))
 }
 
 /// A Clerk whose endpoints go through the simulated network.

@@ -4,6 +4,8 @@
 //! faults, crash points, election timeouts, test schedules) comes from one seed, so a seed
 //! replays a run exactly. See `docs/TESTING.md`.
 
+pub mod commands_check;
+pub mod commands_mix;
 pub mod crash;
 pub mod history;
 pub mod incarnation;
@@ -19,7 +21,7 @@ pub mod stats;
 pub mod trace;
 
 pub use history::{History, Record};
-pub use kv_cluster::{KvCluster, KvOptions, SimClerk, KV_ELECTION_TIMEOUT};
+pub use kv_cluster::{ClientFault, KvCluster, KvOptions, SimClerk, KV_ELECTION_TIMEOUT};
 pub use net::{NetFaults, Network};
 pub use persister::MemPersister;
 pub use raft_cluster::{cmd, RaftCluster, RAFT_ELECTION_TIMEOUT};

@@ -1,13 +1,15 @@
-//! Mutants: deliberately broken variants of Raft and of the key/value server, which the suites
-//! must catch, each at the check meant for that bug. A test that no bug can fail proves
-//! nothing; these show that ours can.
+//! Mutants: deliberately broken variants of Raft, of the key/value server and of the
+//! simulated clients, which the suites must catch, each at the check meant for that bug. A
+//! test that no bug can fail proves nothing; these show that ours can.
 //!
 //! A mutant is switched on for the simulations of one thread (every simulation owns its
-//! thread): the fixtures build their nodes with [`raft_fault`] and [`kv_fault`]. [`hunt`] runs
-//! suite bodies with a mutant on fresh seeds, as CI runs the suites, until one fails; the
-//! failure counts as a catch only if the run's *first* panic is one of the intended checks
-//! (a specific assertion), not any panic or a time-out.
+//! thread): the fixtures build their nodes with [`raft_fault`] and [`kv_fault`], and their
+//! clients with [`client_fault`]. [`hunt`] runs suite bodies with a mutant on fresh seeds, as
+//! CI runs the suites, until one fails; the failure counts as a catch only if the run's
+//! *first* panic is one of the intended checks (a specific assertion), not any panic or a
+//! time-out.
 
+use crate::kv_cluster::ClientFault;
 use crate::seed::{fresh_seed, run_one_catching};
 use kv::Fault;
 use raft::RaftFault;
@@ -23,6 +25,8 @@ pub const CI_SEEDS: u64 = 40;
 pub enum Mutant {
     Raft(RaftFault),
     Kv(Fault),
+    /// The simulated clients' side ([`ClientFault`]).
+    Client(ClientFault),
 }
 
 thread_local! {
@@ -35,7 +39,7 @@ pub fn set_for_this_thread(mutant: Option<Mutant>) {
 }
 
 /// Every mutant, by the name the nemesis runner's `--mutant` takes.
-pub const ALL: [(&str, Mutant); 10] = [
+pub const ALL: [(&str, Mutant); 11] = [
     (
         "commit-earlier-term",
         Mutant::Raft(RaftFault::CommitEarlierTerm),
@@ -73,6 +77,10 @@ pub const ALL: [(&str, Mutant); 10] = [
         "session-updated-on-propose",
         Mutant::Kv(Fault::SessionUpdatedOnPropose),
     ),
+    (
+        "exec-as-separate-entries",
+        Mutant::Client(ClientFault::ExecAsSeparateEntries),
+    ),
 ];
 
 /// The Raft mutant of the simulations on this thread (`RaftFault::None` normally).
@@ -88,6 +96,14 @@ pub fn kv_fault() -> Fault {
     match MUTANT.with(Cell::get) {
         Some(Mutant::Kv(f)) => f,
         _ => Fault::None,
+    }
+}
+
+/// The client mutant of the simulations on this thread (`ClientFault::None` normally).
+pub fn client_fault() -> ClientFault {
+    match MUTANT.with(Cell::get) {
+        Some(Mutant::Client(f)) => f,
+        _ => ClientFault::None,
     }
 }
 
@@ -210,7 +226,9 @@ pub fn intended_checks(mutant: Mutant) -> &'static [&'static str] {
         Mutant::Raft(RaftFault::PreVoteNeverElects) => {
             &["expected one leader, got none", "[liveness]"]
         }
-        Mutant::Raft(RaftFault::None) | Mutant::Kv(Fault::None) => &[],
+        Mutant::Raft(RaftFault::None)
+        | Mutant::Kv(Fault::None)
+        | Mutant::Client(ClientFault::None) => &[],
         // Stale reads.
         // Stale reads: a read in a minority, a client missing its own latest write, or any
         // read no order of the writes explains.
@@ -239,6 +257,11 @@ pub fn intended_checks(mutant: Mutant) -> &'static [&'static str] {
             "get wrong value",
             "history is not linearizable",
         ],
+        // Another client's write lands between a transaction's commands: only the whole-map
+        // check of the commands can see it (the course's ops are not in transactions).
+        Mutant::Client(ClientFault::ExecAsSeparateEntries) => {
+            &["commands history is not linearizable"]
+        }
     }
 }
 

@@ -15,13 +15,16 @@
 //! After healing, it checks (each failure names its kind in brackets):
 //!
 //! - `[liveness]`: every Clerk completes the call it was in, and then one more, in bounded time;
-//! - `[not linearizable]`: the whole history, by the checker (`[checker timeout]` if undecided);
+//! - `[not linearizable]`: the whole history, by the checker (`[checker timeout]` if undecided):
+//!   the course's operations key by key, the Redis commands and transactions as one map;
 //! - `[lost write]` / `[duplicate write]`: every acknowledged append is in the final value of
 //!   its key exactly once, and no append appears twice;
 //! - `[divergence]`: all replicas apply the same log prefix and hold the same state;
 //! - and throughout the run, the network's Election Safety and Log Matching checks, the
 //!   core's own assertions, and any other panic.
 
+use crate::commands_check;
+use crate::commands_mix::{CommandMix, Reach};
 use crate::incarnation::CrashPolicy;
 use crate::kv_check::{check_history, report_path, CheckError};
 use crate::kv_cluster::{KvCluster, KvOptions, SimClerk};
@@ -64,6 +67,8 @@ struct Plan {
     append_keys: Vec<String>,
     /// Keys that also get puts.
     mixed_keys: Vec<String>,
+    /// Keys of the Redis commands and transactions ([`CommandMix`]), checked as one map.
+    command_keys: Vec<String>,
     fault_time: Duration,
     ticks: Vec<Duration>,
     kv: KvConfig,
@@ -76,6 +81,7 @@ impl Plan {
         let clients = rng.gen_range(3..=8);
         let append_keys = (0..rng.gen_range(2..=4)).map(|k| format!("a{k}")).collect();
         let mixed_keys = (0..rng.gen_range(1..=3)).map(|k| format!("m{k}")).collect();
+        let command_keys = (0..rng.gen_range(2..=4)).map(|k| format!("c{k}")).collect();
         let fault_time = Duration::from_secs(rng.gen_range(30..=60));
         // Half the runs have clocks that drift apart by up to 20% either way.
         let skewed = rng.gen_bool(0.5);
@@ -112,6 +118,7 @@ impl Plan {
             clients,
             append_keys,
             mixed_keys,
+            command_keys,
             fault_time,
             ticks,
             kv,
@@ -142,10 +149,14 @@ pub async fn run(seed: u64) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<JoinHandle<SimClerk>> = (0..plan.clients as u64)
         .map(|id| {
+            // The commands see only their own keys: DBSIZE, KEYS, SCAN and FLUSHALL would
+            // see, or wipe, the keys the course's model checks one by one.
+            let mix = CommandMix::new(&plan.command_keys, Reach::OwnKeys, id, rng.gen());
             let client = Client {
                 cfg: cfg.clone(),
                 id,
                 rng: ChaCha8Rng::seed_from_u64(rng.gen()),
+                mix,
                 append_keys: plan.append_keys.clone(),
                 mixed_keys: plan.mixed_keys.clone(),
                 acked: acked.clone(),
@@ -217,10 +228,13 @@ pub async fn run(seed: u64) -> Outcome {
     );
 
     let history = cfg.history();
-    match check_history(&history, "nemesis", seed) {
-        Ok(()) => {}
-        Err(CheckError::Illegal(e)) => panic!("[not linearizable] {e}"),
-        Err(CheckError::Timeout(e)) => panic!("[checker timeout] {e}"),
+    let checks = [check_history, commands_check::check_history];
+    for check in checks {
+        match check(&history, "nemesis", seed) {
+            Ok(()) => {}
+            Err(CheckError::Illegal(e)) => panic!("[not linearizable] {e}"),
+            Err(CheckError::Timeout(e)) => panic!("[checker timeout] {e}"),
+        }
     }
     cfg.stop_all();
     Outcome {
@@ -255,9 +269,13 @@ pub fn violation_kind(message: &str) -> String {
         .to_string()
 }
 
-/// Where the checker's report of a failed run on `seed` goes.
-pub fn checker_report(seed: u64) -> std::path::PathBuf {
-    report_path("nemesis", seed)
+/// Where the checker's reports of a failed run on `seed` go: the course's operations, and
+/// the commands.
+pub fn checker_reports(seed: u64) -> [std::path::PathBuf; 2] {
+    [
+        report_path("nemesis", seed),
+        report_path("nemesis-commands", seed),
+    ]
 }
 
 /// Every acknowledged append must be in its key's final value exactly once, and no append
@@ -285,11 +303,13 @@ fn check_appends(
     }
 }
 
-/// One Clerk's workload: appends of unique values, puts to the mixed keys, and gets.
+/// One Clerk's workload: appends of unique values, puts to the mixed keys, and gets; and a
+/// quarter of the time a step of the Redis command mix.
 struct Client {
     cfg: KvCluster,
     id: u64,
     rng: ChaCha8Rng,
+    mix: CommandMix,
     append_keys: Vec<String>,
     mixed_keys: Vec<String>,
     acked: Arc<Mutex<Vec<(String, String)>>>,
@@ -301,6 +321,13 @@ impl Client {
         let mut ck = self.cfg.make_client(&self.cfg.all());
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
+            if self.rng.gen_ratio(1, 4) {
+                // An error is an expired session: the history has it as an unknown outcome.
+                let _ = self.mix.step(&self.cfg, &mut ck).await;
+                let pause = self.rng.gen_range(0..30);
+                sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
             let mixed = self.rng.gen_ratio(1, 3);
             let keys = if mixed {
                 &self.mixed_keys

@@ -80,3 +80,9 @@ fn mutant_answer_before_commit_is_caught() {
 fn mutant_session_updated_on_propose_is_caught() {
     caught(Mutant::Kv(Fault::SessionUpdatedOnPropose));
 }
+
+/// The whole-map check of the commands.
+#[test]
+fn mutant_exec_as_separate_entries_is_caught() {
+    caught(Mutant::Client(sim::ClientFault::ExecAsSeparateEntries));
+}

@@ -34,7 +34,8 @@ struct Args {
     /// Run with a deliberately broken Raft or server, to see what catches it: one of
     /// commit-earlier-term, vote-without-log-check, send-before-persist, truncate-on-match,
     /// leader-ignores-higher-term, pre-vote-never-elects, local-reads,
-    /// no-duplicate-detection, answer-before-commit, session-updated-on-propose.
+    /// no-duplicate-detection, answer-before-commit, session-updated-on-propose,
+    /// exec-as-separate-entries.
     #[arg(long)]
     mutant: Option<String>,
 }
@@ -244,9 +245,11 @@ fn replay(seed: u64, mutant: Option<Mutant>) -> ExitCode {
             for later in failure.panics.iter().skip(1) {
                 println!("  then: {later}");
             }
+            let [course, commands] = nemesis::checker_reports(seed);
             println!(
-                "checker report (if the history was checked): {}",
-                nemesis::checker_report(seed).display()
+                "checker reports (if a history was found not linearizable): {} and {}",
+                course.display(),
+                commands.display()
             );
             ExitCode::FAILURE
         }

@@ -83,7 +83,7 @@ pub fn check_concurrent_appends(v: &str, counts: &[u64]) {
 }
 
 /// The course's partitioner: a random two-way split of the servers every 1 s + 0–200 ms.
-async fn partitioner(cfg: KvCluster, done: Arc<AtomicBool>) {
+pub async fn partitioner(cfg: KvCluster, done: Arc<AtomicBool>) {
     while !done.load(Ordering::SeqCst) {
         let mut sides = (Vec::new(), Vec::new());
         for i in 0..cfg.n() {
