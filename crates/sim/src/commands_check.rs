@@ -200,11 +200,7 @@ mod tests {
             .zip(1..)
             .map(|(kind, seq)| {
                 index += rng.gen_range(1..3);
-                let op = Op {
-                    client_id: 1,
-                    seq,
-                    kind,
-                };
+                let op = Op::new(1, seq, kind);
                 let output = sm.apply(index, &op).expect("applied");
                 Record {
                     client: 1,

@@ -27,6 +27,11 @@ const MAX_QUEUED: usize = 10_000;
 /// Most keys one connection may watch at once.
 const MAX_WATCHED: usize = 1_000;
 
+/// Connection ids (`CLIENT ID`, HELLO's `id`) stay below 2^53: JavaScript clients (ioredis,
+/// node-redis) read every integer reply as a double, which is exact only up to there, and a
+/// rounded id names another connection.
+const CLIENT_ID_BITS: u32 = 53;
+
 /// The data commands, and the connection commands answered here: what COMMAND COUNT counts.
 const COMMANDS: [&str; 44] = [
     "get",
@@ -98,20 +103,30 @@ impl Auth {
     /// `AUTH [username] password`, the username (if any) being `default`.
     fn auth(&mut self, args: &[Bytes]) -> Reply {
         match args {
+            // The old form, which names no user, is an error when there is no password, as
+            // in Redis: the client surely meant a server that has one.
+            [_, _] if self.password.is_none() => Reply::error(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            ),
             [_, password] => self.check(b"default", password),
             [_, user, password] => self.check(user, password),
             _ => Reply::error("wrong number of arguments for 'auth' command"),
         }
     }
 
+    /// A user and password, from `AUTH user password` or `HELLO ... AUTH`.
     fn check(&mut self, user: &[u8], given: &[u8]) -> Reply {
-        let Some(password) = &self.password else {
-            return Reply::error(
-                "AUTH <password> called without any password configured for the default user. \
-                 Are you sure your configuration is correct?",
-            );
+        if user != b"default" {
+            return wrongpass();
+        }
+        let accepted = match &self.password {
+            // Redis's default user without a password (`nopass`) takes any password, and
+            // clients configured with one send it with HELLO 3 (redis-py, ioredis).
+            None => true,
+            Some(password) => bool::from(password.as_bytes().ct_eq(given)),
         };
-        if user == b"default" && bool::from(password.as_bytes().ct_eq(given)) {
+        if accepted {
             self.done = true;
             Reply::ok()
         } else {
@@ -179,7 +194,7 @@ enum Shape {
 pub(super) struct Connection {
     pub auth: Auth,
     pub protocol: Protocol,
-    /// What `CLIENT ID` and `HELLO` report.
+    /// What `CLIENT ID` and `HELLO` report: the top bits of the Clerk's random id.
     id: i64,
     name: Option<Bytes>,
     multi: Option<Transaction>,
@@ -199,7 +214,7 @@ impl Connection {
         Connection {
             auth: Auth::new(password),
             protocol: Protocol::Resp2,
-            id: (client_id >> 1) as i64,
+            id: (client_id >> (u64::BITS - CLIENT_ID_BITS)) as i64,
             name: None,
             multi: None,
             watched: Vec::new(),
