@@ -763,7 +763,6 @@ async fn connection_ids_are_exact_as_doubles() {
 /// any other refusal does: redis-py's `pipeline(transaction=True)` with one oversized value
 /// reports that value's error, and the other commands must not have run.
 #[tokio::test]
-#[ignore = "needs the connection loop to pass the codec's refusals to the Connection"]
 async fn a_value_refused_while_queuing_aborts_the_transaction() {
     let mut service = Service::new(Limits::default());
     let limits = RespLimits {

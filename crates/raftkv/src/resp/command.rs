@@ -250,6 +250,15 @@ impl Connection {
         (reply, After::Continue)
     }
 
+    /// The reply to a request the codec refused (too large): inside MULTI it also fails the
+    /// transaction, like any refusal while queuing.
+    pub fn refused(&mut self, msg: String) -> Reply {
+        if let Some(transaction) = &mut self.multi {
+            transaction.failed = true;
+        }
+        Reply::Error(msg)
+    }
+
     /// Adds request `args` to `pipeline` if it is a data command that can run there, with
     /// the commands before and after it; otherwise hands it back, to run on its own once the
     /// pipeline has. Inside MULTI, and before AUTH, nothing joins a pipeline.

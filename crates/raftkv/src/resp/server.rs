@@ -107,7 +107,7 @@ where
                 }
                 // Too large: refused, and the codec drops the rest of it as it comes.
                 Next::Failed(RespError::Refused(msg)) => {
-                    Reply::Error(msg).encode_as(conn.protocol, &mut output);
+                    conn.refused(msg).encode_as(conn.protocol, &mut output);
                 }
                 Next::Failed(RespError::Protocol(msg)) => {
                     tracing::debug!("RESP protocol error: {msg}");
