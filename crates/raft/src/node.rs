@@ -457,7 +457,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             }
             // Messages and commands move out rather than being copied (an AppendEntries may
             // carry a megabyte); `advance` only reads the entries' indexes and terms.
-            let messages = std::mem::take(&mut rd.messages);
+            let mut messages = std::mem::take(&mut rd.messages);
             if self.send_before_persist {
                 if !self.send_all(messages) {
                     return false;
@@ -467,6 +467,17 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                     return false;
                 }
             } else {
+                // A leader's entries go to its followers while it writes them itself (thesis
+                // §10.2.1): they vouch for nothing about the leader's storage, and it counts
+                // itself toward a majority only once its write is done (`advance`). Not when
+                // the hard state changes: what follows a new term or vote waits for it.
+                if rd.hard_state.is_none() {
+                    let (early, late) = messages.into_iter().partition(is_replication);
+                    messages = late;
+                    if !self.send_all(early) {
+                        return false;
+                    }
+                }
                 self.persist(&mut rd);
                 if self.crash_at(CrashPoint::AfterPersist) || !self.send_all(messages) {
                     return false;
@@ -547,6 +558,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         }
         crash
     }
+}
+
+/// A leader's message carrying its log (or snapshot) to a follower, which may leave before
+/// the leader's own write of the same entries.
+fn is_replication(msg: &Message) -> bool {
+    matches!(
+        msg.body,
+        MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+    )
 }
 
 /// The part of a core's state that an operator watches.

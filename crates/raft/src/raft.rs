@@ -340,8 +340,6 @@ impl Raft {
         }
         let index = self.log.append(self.term, command);
         self.pending_replication = true;
-        // A single-node cluster commits on its own (after persisting, see `Ready`).
-        self.maybe_commit();
         Ok((index, self.term))
     }
 
@@ -520,6 +518,10 @@ impl Raft {
         }
         if let Some(last) = rd.entries.last() {
             self.log.stable_to(last.index, last.term);
+            // The leader's own copy now counts toward a majority (a single node's alone).
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
         }
         if let Some(last) = rd.committed_entries.last() {
             self.log.applied_to(last.index);

@@ -12,9 +12,13 @@ use crate::types::{Entry, HardState, SnapshotMeta};
 /// 2. Only then **send** `messages`. A vote granted or an AppendEntries acknowledged tells the
 ///    peer that the state behind it survives a crash; sending before persisting could let a
 ///    node vote twice in a term or forget an entry it acknowledged (thesis §3.8).
-///    Likewise a leader's AppendEntries for a new entry is in the same `Ready` as the entry,
-///    so no follower can acknowledge (and no majority can commit) what the leader itself
-///    might still lose.
+///
+///    The exception: a leader's AppendEntries and InstallSnapshot messages may be sent
+///    before (or while) step 1 runs, when `hard_state` is `None` (thesis §10.2.1). They
+///    vouch for nothing about the leader's own storage: the leader counts itself toward the
+///    majority that commits an entry only once `advance` says its write is done, and
+///    followers still persist before they acknowledge. An entry stored by a majority of
+///    followers is committed even if the leader then loses its own copy in a crash.
 /// 3. **Apply**: first the installed snapshot (`install_snapshot`), read back from storage;
 ///    then `committed_entries`, in order. They are always persisted already (by this `Ready`
 ///    or an earlier one).

@@ -146,9 +146,13 @@ impl Raft {
 
     /// §5.3, §5.4.2: commit the highest index stored on a majority, but only if it is from
     /// the current term; earlier entries are then committed indirectly.
+    ///
+    /// The leader counts itself only for what it has persisted (`stabled`): it sends new
+    /// entries to its followers while it writes them itself (thesis §10.2.1), so an entry
+    /// may be stored on a majority of followers first, and then commits without it.
     pub(super) fn maybe_commit(&mut self) {
         let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.log.last_index());
+        matched.push(self.log.stabled());
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.quorum() - 1];
         let current_term = self.log.term_at(candidate) == Some(self.term)

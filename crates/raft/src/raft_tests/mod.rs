@@ -1181,8 +1181,8 @@ fn unanswered_probe_is_resent_at_the_next_heartbeat() {
 // ------------------------------------------------------------------------------ misc
 
 /// A single-server cluster is its own majority: it elects itself at its first election
-/// timeout and commits each proposal at once (handed out with the entry to persist, which
-/// is carried out first).
+/// timeout and commits each proposal as soon as it has persisted it (a leader counts itself
+/// toward a majority only for what it has written, thesis §10.2.1).
 /// Reference: §5.2
 #[test]
 fn single_node_cluster_elects_itself_and_commits_on_propose() {
@@ -1204,6 +1204,11 @@ fn single_node_cluster_elects_itself_and_commits_on_propose() {
         let e = propose(&mut r, command);
         let rd = take(&mut r);
         assert_eq!(rd.entries, vec![e.clone()]);
+        assert!(
+            rd.committed_entries.is_empty(),
+            "committed before it was written"
+        );
+        let rd = take(&mut r);
         assert_eq!(rd.committed_entries, vec![e]);
         assert!(rd.messages.is_empty());
         assert!(!r.has_ready());
