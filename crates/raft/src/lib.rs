@@ -2,7 +2,7 @@
 //! ([`node::spawn`]).
 //!
 //! - The core is a plain state machine. Inputs: [`Raft::tick`], [`Raft::step`],
-//!   [`Raft::propose`]. Output: a [`Ready`] (state to persist, messages to send, committed
+//!   [`Raft::propose`], [`Raft::read_index`]. Output: a [`Ready`] (state to persist, messages to send, committed
 //!   entries to apply), acknowledged with [`Raft::advance`]. It never reads a clock, spawns,
 //!   does I/O or draws unseeded randomness, so tests step it by hand and a seed replays a run.
 //! - The driver owns the core inside a task and does the I/O through the [`Transport`] and
@@ -22,8 +22,9 @@ mod raft_tests;
 
 pub use message::{Message, MessageBody};
 pub use node::{
-    spawn, CrashHook, CrashPoint, Handle, InitialState, LeaderView, NodeConfig, Storage, Transport,
+    spawn, CrashHook, CrashPoint, Handle, InitialState, LeaderView, NodeConfig, ReadCheck, Storage,
+    Transport,
 };
 pub use raft::{Config, NotLeader, Raft, RaftFault, Role};
-pub use ready::{Ready, SnapshotWrite};
+pub use ready::{ReadState, Ready, SnapshotWrite};
 pub use types::{ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Term};

@@ -39,6 +39,10 @@ pub enum MessageBody {
         prev_log_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        /// The leader's latest read round (thesis §6.4), echoed in the answer: an answer to a
+        /// message of round `r` or later shows that the follower still took the sender for
+        /// this term's leader after every read of round `r` arrived.
+        read_round: u64,
     },
     AppendEntriesResponse {
         success: bool,
@@ -51,6 +55,8 @@ pub enum MessageBody {
         /// request from an older term, which says nothing about the log.
         conflict_term: Option<Term>,
         conflict_index: LogIndex,
+        /// The `read_round` of the AppendEntries answered.
+        read_round: u64,
     },
     /// §7: part of the leader's snapshot, for a follower whose next entry the leader has
     /// compacted away. Chunks of one snapshot go in order; `offset` is where `data` starts.

@@ -9,15 +9,16 @@
 use crate::message::Message;
 use crate::message::MessageBody;
 use crate::raft::{Config, NotLeader, Raft, RaftFault, Role};
-use crate::ready::{Ready, SnapshotWrite};
+use crate::ready::{ReadState, Ready, SnapshotWrite};
 use crate::types::{
     ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Term,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Sends messages to peers. Delivery is best effort: a transport may drop, delay or reorder
 /// messages (Raft retries), but `send` must never block the node.
@@ -154,6 +155,21 @@ struct Shared {
     /// The term and leader as the driver last saw them, for those who want to know when they
     /// change (a client forwarding requests to the leader, say).
     leader: watch::Sender<LeaderView>,
+    /// Reads waiting for their leadership check ([`Handle::read_index`]), by id. Entries are
+    /// added under the core's lock, so the driver cannot see a read's outcome first.
+    reads: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_read: AtomicU64,
+}
+
+/// The leadership check of a read ([`Handle::read_index`]).
+pub struct ReadCheck(oneshot::Receiver<()>);
+
+impl ReadCheck {
+    /// True once a majority has confirmed that this node still led its term after the read
+    /// was asked for; false if it stopped leading (or was killed) first.
+    pub async fn confirmed(self) -> bool {
+        self.0.await.is_ok()
+    }
 }
 
 /// Who leads, as far as this node knows.
@@ -190,6 +206,26 @@ impl Handle {
         result
     }
 
+    /// A linearizable read without a log entry (thesis §6.4; see [`Raft::read_index`]).
+    /// Returns the index to read at, with the term it was asked in: read the state after
+    /// applying exactly the entries up to that index, once the check confirms. Fails at once
+    /// on a node that is not the leader.
+    pub fn read_index(&self) -> Result<(LogIndex, Term, ReadCheck), NotLeader> {
+        if self.is_killed() {
+            return Err(NotLeader { leader_hint: None });
+        }
+        let id = self.shared.next_read.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let (index, term) = {
+            let mut core = self.shared.core();
+            let index = core.read_index(id)?;
+            lock(&self.shared.reads).insert(id, tx);
+            (index, core.term())
+        };
+        let _ = self.shared.wake.try_send(());
+        Ok((index, term, ReadCheck(rx)))
+    }
+
     /// The current term and whether this node believes it is the leader.
     pub fn state(&self) -> (Term, bool) {
         let core = self.shared.core();
@@ -199,6 +235,7 @@ impl Handle {
     /// Stops the driver. The node sends, persists and applies nothing more.
     pub fn kill(&self) {
         self.shared.killed.store(true, Ordering::SeqCst);
+        lock(&self.shared.reads).clear();
         let _ = self.shared.wake.try_send(());
     }
 
@@ -270,6 +307,8 @@ pub fn spawn<S: Storage, T: Transport>(
         snapshot: Mutex::new(None),
         leader_changes: AtomicU64::new(0),
         leader: watch::Sender::new(LeaderView::default()),
+        reads: Mutex::new(HashMap::new()),
+        next_read: AtomicU64::new(0),
     });
     let seen = Seen::of(&shared.core());
     let driver = Driver {
@@ -311,6 +350,13 @@ const MAX_STEPS_PER_READY: usize = 256;
 
 impl<S: Storage, T: Transport> Driver<S, T> {
     async fn run(mut self) {
+        let shared = self.shared.clone();
+        self.serve().await;
+        // Reads still waiting for their check learn that it will never come.
+        lock(&shared.reads).clear();
+    }
+
+    async fn serve(&mut self) {
         // A restarted node's service starts from the snapshot; entries after it follow.
         if self.shared.core().log().snapshot().index > LogIndex(0) && !self.apply_snapshot().await {
             return;
@@ -455,6 +501,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             if self.killed() || self.crash_at(CrashPoint::BeforePersist) {
                 return false;
             }
+            // A read's check depends on nothing this `Ready` writes: answer it at once.
+            self.resolve_reads(std::mem::take(&mut rd.read_states));
             // Messages and commands move out rather than being copied (an AppendEntries may
             // carry a megabyte); `advance` only reads the entries' indexes and terms.
             let mut messages = std::mem::take(&mut rd.messages);
@@ -508,6 +556,21 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 }
             }
             self.shared.core().advance(&rd);
+        }
+    }
+
+    /// Tells the reads waiting for their checks how they ended.
+    fn resolve_reads(&self, states: Vec<ReadState>) {
+        if states.is_empty() {
+            return;
+        }
+        let mut reads = lock(&self.shared.reads);
+        for state in states {
+            if let Some(tx) = reads.remove(&state.id) {
+                if state.confirmed {
+                    let _ = tx.send(());
+                }
+            }
         }
     }
 

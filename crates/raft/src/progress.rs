@@ -37,6 +37,8 @@ pub struct Progress {
     pub inflight: VecDeque<(u64, u64)>,
     /// Whether the follower answered anything since the last quorum check.
     pub recent_active: bool,
+    /// The highest read round the follower's answers echoed (thesis §6.4).
+    pub read_round: u64,
 }
 
 impl Progress {
@@ -47,6 +49,7 @@ impl Progress {
             mode: ProgressMode::Probe { paused: false },
             inflight: VecDeque::new(),
             recent_active: true,
+            read_round: 0,
         }
     }
 

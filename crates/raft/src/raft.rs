@@ -7,11 +7,11 @@
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
-use crate::ready::{Ready, SnapshotWrite};
+use crate::ready::{ReadState, Ready, SnapshotWrite};
 use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 mod election;
@@ -77,6 +77,9 @@ pub enum RaftFault {
     LeaderIgnoresHigherTerm,
     /// Liveness broken (thesis §9.6): a node that wins a pre-vote never starts the election.
     PreVoteNeverElects,
+    /// Thesis §6.4 broken: a leader confirms a read at once, without hearing from a majority
+    /// that it still leads, so a deposed leader that does not know it yet serves stale reads.
+    ReadWithoutQuorum,
 }
 
 impl Config {
@@ -165,6 +168,15 @@ pub struct Raft {
     pending_install: Option<SnapshotMeta>,
     /// The hard state as of the last `advance`: what storage holds.
     stable_hard_state: HardState,
+    /// Leader: the last read round started (thesis §6.4). Every AppendEntries carries it and
+    /// every answer echoes it (`Progress::read_round`). Never reset, so a round number names
+    /// one moment of this node's life; answers of earlier terms are ignored anyway.
+    read_round: u64,
+    /// Leader: reads waiting for a majority to echo their round, `(round, id)` in round order.
+    /// Their round is `read_round + 1` when asked for: the next `Ready` starts it.
+    pending_reads: VecDeque<(u64, u64)>,
+    /// Outcomes of reads, for the next `Ready`.
+    read_states: Vec<ReadState>,
     rng: ChaCha8Rng,
 }
 
@@ -202,6 +214,9 @@ impl Raft {
             snapshot_writes: Vec::new(),
             pending_install: None,
             stable_hard_state: hard_state,
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            read_states: Vec::new(),
             rng,
             config,
         };
@@ -319,6 +334,12 @@ impl Raft {
         self.progress.clear();
         self.votes.clear();
         self.pending_replication = false;
+        // Reads waiting for a leadership check fail: this node no longer leads their term.
+        let failed = self.pending_reads.drain(..).map(|(_, id)| ReadState {
+            id,
+            confirmed: false,
+        });
+        self.read_states.extend(failed);
         self.reset_election_timer();
     }
 
@@ -341,6 +362,94 @@ impl Raft {
         let index = self.log.append(self.term, command);
         self.pending_replication = true;
         Ok((index, self.term))
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Thesis §6.4: a linearizable read without a log entry. Returns the index the service
+    /// must read at: the state after applying exactly the log up to it (once committed), with
+    /// nothing later, is what the read sees. That is the leader's last index, so that the
+    /// read also sees every command this leader accepted before it (a client's own pipelined
+    /// writes included). A later `Ready` says whether the read may be answered
+    /// ([`ReadState`] `id`): once a majority has answered a heartbeat sent after the read was
+    /// asked for, this node still led its term after that moment, so no other leader had
+    /// committed anything it lacks. Every read waiting when a `Ready` is taken shares one
+    /// round of heartbeats.
+    ///
+    /// The leader needs no entry of its own term committed first, as it would reading at its
+    /// commit index: the index returned is at least its term's first entry, whose commitment
+    /// brings everything committed before.
+    pub fn read_index(&mut self, id: u64) -> Result<LogIndex, NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if self.quorum() == 1 || self.config.fault == RaftFault::ReadWithoutQuorum {
+            self.read_states.push(ReadState {
+                id,
+                confirmed: true,
+            });
+        } else {
+            self.pending_reads.push_back((self.read_round + 1, id));
+        }
+        Ok(self.log.last_index())
+    }
+
+    /// A follower's answer echoed `round`.
+    fn note_read_round(&mut self, from: NodeId, round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&from) {
+            pr.read_round = pr.read_round.max(round);
+            self.confirm_reads();
+        }
+    }
+
+    /// Confirms the reads whose round a majority has echoed (this node echoes its own).
+    fn confirm_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let mut echoed: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        echoed.push(self.read_round);
+        echoed.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = echoed[self.quorum() - 1];
+        while let Some(&(round, id)) = self.pending_reads.front() {
+            if round > confirmed {
+                break;
+            }
+            self.pending_reads.pop_front();
+            self.read_states.push(ReadState {
+                id,
+                confirmed: true,
+            });
+        }
+    }
+
+    /// Whether reads wait for a round not started yet (only a leader has any).
+    fn read_round_wanted(&self) -> bool {
+        self.pending_reads
+            .back()
+            .is_some_and(|&(round, _)| round > self.read_round)
+    }
+
+    /// Sends the new read round to every follower not already sent an AppendEntries of it
+    /// in this `Ready`, as a heartbeat.
+    fn send_read_heartbeats(&mut self) {
+        let round = self.read_round;
+        for to in self.others() {
+            let sent = self.msgs.iter().any(|m| {
+                m.to == to
+                    && matches!(m.body, MessageBody::AppendEntries { read_round, .. } if read_round == round)
+            });
+            if !sent {
+                let pr = &self.progress[&to];
+                let prev = pr.match_index.max(self.log.snapshot().index);
+                self.send_heartbeat(to, prev);
+            }
+        }
     }
 
     // ---------------------------------------------------------------- snapshots
@@ -406,19 +515,22 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             } => self.handle_append_entries(
                 msg.from,
-                prev_log_index,
-                prev_log_term,
+                (prev_log_index, prev_log_term),
                 &entries,
                 leader_commit,
+                read_round,
             ),
             MessageBody::AppendEntriesResponse {
                 success,
                 index,
                 conflict_term,
                 conflict_index,
+                read_round,
             } => {
+                self.note_read_round(msg.from, read_round);
                 self.handle_append_response(msg.from, success, index, conflict_term, conflict_index)
             }
             MessageBody::InstallSnapshot {
@@ -447,13 +559,18 @@ impl Raft {
                     vote_granted: false,
                 },
             ),
-            MessageBody::AppendEntries { prev_log_index, .. } => self.send(
+            MessageBody::AppendEntries {
+                prev_log_index,
+                read_round,
+                ..
+            } => self.send(
                 msg.from,
                 MessageBody::AppendEntriesResponse {
                     success: false,
                     index: prev_log_index,
                     conflict_term: None,
                     conflict_index: LogIndex(0),
+                    read_round,
                 },
             ),
             MessageBody::InstallSnapshot { meta, .. } => self.send(
@@ -483,6 +600,8 @@ impl Raft {
     /// Whether [`Raft::ready`] has anything to hand out.
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.read_round_wanted()
             || !self.snapshot_writes.is_empty()
             || self.pending_install.is_some()
             || self.hard_state() != self.stable_hard_state
@@ -494,12 +613,20 @@ impl Raft {
     /// Takes the pending output. See [`Ready`] for the order in which to carry it out; call
     /// [`Raft::advance`] afterwards. Between the two calls only `propose` may be called.
     pub fn ready(&mut self) -> Ready {
+        // A new read round starts before new entries go out, so that they carry it too.
+        let new_round = self.read_round_wanted();
+        if new_round {
+            self.read_round += 1;
+        }
         if self.pending_replication && self.role == Role::Leader {
             for to in self.others() {
                 self.send_append(to);
             }
         }
         self.pending_replication = false;
+        if new_round {
+            self.send_read_heartbeats();
+        }
         let hs = self.hard_state();
         Ready {
             hard_state: (hs != self.stable_hard_state).then_some(hs),
@@ -508,6 +635,7 @@ impl Raft {
             install_snapshot: self.pending_install.take(),
             messages: std::mem::take(&mut self.msgs),
             committed_entries: self.log.next_committed().to_vec(),
+            read_states: std::mem::take(&mut self.read_states),
         }
     }
 

@@ -22,6 +22,10 @@ use crate::types::{Entry, HardState, SnapshotMeta};
 /// 3. **Apply**: first the installed snapshot (`install_snapshot`), read back from storage;
 ///    then `committed_entries`, in order. They are always persisted already (by this `Ready`
 ///    or an earlier one).
+///
+/// `read_states` answer reads asked for with [`crate::Raft::read_index`]; they depend on
+/// nothing above and may be handed out at once.
+///
 /// 4. Call [`crate::Raft::advance`] with this `Ready`. It reads only the hard state and the
 ///    indexes and terms of the entries, so messages and commands may be moved out first.
 #[derive(Debug, Default)]
@@ -35,6 +39,8 @@ pub struct Ready {
     pub install_snapshot: Option<SnapshotMeta>,
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
+    /// Reads whose leadership check ended since the last `Ready`.
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -45,6 +51,7 @@ impl Ready {
             && self.install_snapshot.is_none()
             && self.messages.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
     }
 }
 
@@ -60,4 +67,14 @@ pub enum SnapshotWrite {
     },
     /// Snapshot `meta` is complete: make it the current snapshot.
     Install(SnapshotMeta),
+}
+
+/// How the leadership check of a read ended (thesis §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The id given to [`crate::Raft::read_index`].
+    pub id: u64,
+    /// True: a majority took this node for the leader of its term after the read was asked
+    /// for. False: it stopped leading first, and the read must go elsewhere.
+    pub confirmed: bool,
 }

@@ -13,10 +13,10 @@ impl Raft {
     pub(super) fn handle_append_entries(
         &mut self,
         from: NodeId,
-        prev_log_index: LogIndex,
-        prev_log_term: Term,
+        (prev_log_index, prev_log_term): (LogIndex, Term),
         entries: &[Entry],
         leader_commit: LogIndex,
+        read_round: u64,
     ) {
         // Same term: the sender is this term's leader (§5.2, a candidate steps down).
         if self.role != Role::Follower {
@@ -30,6 +30,7 @@ impl Raft {
             index: prev_log_index,
             conflict_term,
             conflict_index,
+            read_round,
         };
         if self.log.is_compacted(prev_log_index) {
             // The check point is inside our snapshot, so committed here and, committed
@@ -44,6 +45,7 @@ impl Raft {
                     index: committed,
                     conflict_term: None,
                     conflict_index: LogIndex(0),
+                    read_round,
                 },
             );
             return;
@@ -73,6 +75,7 @@ impl Raft {
                         index: last_new,
                         conflict_term: None,
                         conflict_index: LogIndex(0),
+                        read_round,
                     },
                 );
             }
@@ -394,6 +397,7 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round: self.read_round,
             },
         );
         last
@@ -453,7 +457,7 @@ impl Raft {
     }
 
     /// An AppendEntries without entries, checked at `prev_log_index` (whose term we know).
-    fn send_heartbeat(&mut self, to: NodeId, prev_log_index: LogIndex) {
+    pub(super) fn send_heartbeat(&mut self, to: NodeId, prev_log_index: LogIndex) {
         let prev_log_term = self.log.term_at(prev_log_index).expect("known term");
         let leader_commit = self.log.committed();
         self.send(
@@ -463,6 +467,7 @@ impl Raft {
                 prev_log_term,
                 entries: Vec::new(),
                 leader_commit,
+                read_round: self.read_round,
             },
         );
     }

@@ -12,6 +12,7 @@ use crate::ready::Ready;
 use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod reads;
 mod snapshot;
 
 /// The default timing: a 10 ms tick, elections after 30–60 ticks, heartbeats every 10.
@@ -249,6 +250,7 @@ fn append(
         prev_log_term: Term(prev.1),
         entries,
         leader_commit: LogIndex(commit),
+        read_round: 0,
     };
     msg(from, to, term, body)
 }
@@ -273,26 +275,32 @@ fn append_resp(
         index: LogIndex(index),
         conflict_term: conflict_term.map(Term),
         conflict_index: LogIndex(conflict_index),
+        read_round: 0,
     };
     msg(from, to, term, body)
 }
 
-/// The success answer a follower gives to the AppendEntries `m`.
+/// The success answer a follower gives to the AppendEntries `m`, echoing its read round.
 fn accept(m: &Message) -> Message {
     let MessageBody::AppendEntries {
         prev_log_index,
         entries,
+        read_round,
         ..
     } = &m.body
     else {
         panic!("not an AppendEntries: {m:?}");
     };
-    append_ok(
+    let mut answer = append_ok(
         m.to,
         m.from,
         m.term.0,
         prev_log_index.0 + entries.len() as u64,
-    )
+    );
+    if let MessageBody::AppendEntriesResponse { read_round: r, .. } = &mut answer.body {
+        *r = *read_round;
+    }
+    answer
 }
 
 fn to(msgs: &[Message], id: NodeId) -> Vec<Message> {

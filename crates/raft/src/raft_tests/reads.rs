@@ -1,0 +1,102 @@
+//! Reads without log entries (thesis §6.4): a leader answers a read once a majority has
+//! confirmed, after the read was asked for, that it still leads.
+
+use super::*;
+use crate::raft::RaftFault;
+use crate::ready::ReadState;
+
+fn confirmed(id: u64) -> ReadState {
+    ReadState {
+        id,
+        confirmed: true,
+    }
+}
+
+fn round_of(m: &Message) -> u64 {
+    match m.body {
+        MessageBody::AppendEntries { read_round, .. } => read_round,
+        _ => panic!("not an AppendEntries: {m:?}"),
+    }
+}
+
+/// The index to read at is the leader's last index; the read is confirmed only once a
+/// majority (the leader and one follower of three) has answered a heartbeat of a round
+/// started after it was asked for. Every read asked before a `Ready` shares its round.
+/// Reference: thesis §6.4
+#[test]
+fn a_read_is_confirmed_once_a_majority_echoes_its_round() {
+    let mut r = leader_replicating(3);
+    let e = propose(&mut r, "x");
+    let before = drain(&mut r);
+    assert_eq!(r.read_index(7), Ok(e.index));
+    assert_eq!(r.read_index(8), Ok(e.index));
+    let rd = take(&mut r);
+    assert!(rd.read_states.is_empty());
+    // One heartbeat per follower, carrying the new round.
+    assert_eq!(rd.messages.len(), 2);
+    assert!(rd.messages.iter().all(|m| round_of(m) == 1));
+
+    // An answer to a message sent before the read confirms nothing.
+    step(&mut r, accept(&to(&before, 2)[0]));
+    assert!(take(&mut r).read_states.is_empty());
+
+    step(&mut r, accept(&to(&rd.messages, 3)[0]));
+    assert_eq!(take(&mut r).read_states, vec![confirmed(7), confirmed(8)]);
+}
+
+/// New entries sent in the same `Ready` as a new round carry it, so that no extra heartbeat
+/// goes to their follower.
+#[test]
+fn entries_sent_with_a_new_round_carry_it() {
+    let mut r = leader_replicating(3);
+    propose(&mut r, "x");
+    r.read_index(1).unwrap();
+    let rd = take(&mut r);
+    assert_eq!(rd.messages.len(), 2, "{:?}", rd.messages);
+    for m in &rd.messages {
+        assert_eq!(round_of(m), 1);
+        assert!(matches!(&m.body, MessageBody::AppendEntries { entries, .. } if entries.len() == 1));
+    }
+    step(&mut r, accept(&to(&rd.messages, 2)[0]));
+    assert_eq!(take(&mut r).read_states, vec![confirmed(1)]);
+}
+
+/// A leader that steps down before the check ends fails its reads; a follower refuses to
+/// start one.
+#[test]
+fn a_leader_that_steps_down_fails_its_reads() {
+    let mut r = leader_replicating(3);
+    r.read_index(1).unwrap();
+    take(&mut r);
+    step(&mut r, append(2, 1, 2, (0, 0), vec![], 0));
+    assert_eq!(
+        take(&mut r).read_states,
+        vec![ReadState {
+            id: 1,
+            confirmed: false
+        }]
+    );
+    assert!(r.read_index(2).is_err());
+}
+
+/// A single node is its own majority: its reads are confirmed at once.
+#[test]
+fn a_single_node_confirms_reads_at_once() {
+    let mut r = new_node(1, 1);
+    tick_until(&mut r, |r| r.is_leader());
+    take(&mut r);
+    assert_eq!(r.read_index(3), Ok(LogIndex(0)));
+    assert_eq!(take(&mut r).read_states, vec![confirmed(3)]);
+}
+
+/// The mutant the key/value suites must catch: reads confirmed without a round.
+#[test]
+fn the_read_without_quorum_mutant_confirms_at_once() {
+    let mut config = config(1, 3);
+    config.fault = RaftFault::ReadWithoutQuorum;
+    let mut r = Raft::new(config, HardState::default(), None, vec![]);
+    elect(&mut r, 3);
+    take(&mut r);
+    r.read_index(5).unwrap();
+    assert_eq!(take(&mut r).read_states, vec![confirmed(5)]);
+}
