@@ -15,7 +15,7 @@ pub mod state_machine;
 
 pub use clerk::{Clerk, ClerkConfig, ClerkError, ClientTransport, RpcError};
 pub use op::{Command, KvError, KvReply, Limits, Op, OpKind, SetWhen, Value};
-pub use server::{Fault, KvConfig, KvServer, KvStats, Proposal, SnapshotPolicy};
+pub use server::{Fault, KvConfig, KvServer, KvStats, Proposal, ReadMode, SnapshotPolicy};
 pub use state_machine::{
     KvStateMachine, RestoreError, StateImage, DEFAULT_MAX_SESSIONS, MAX_KEPT_REPLY, MAX_SCAN_COUNT,
 };

@@ -6,12 +6,15 @@
 //! apply loop: committed entry ─ state machine ─ waiter at that index? ─ wake ───┘
 //! ```
 //!
-//! The apply loop is the only code that changes the key/value state, and a `Get` goes through
-//! the log like any write, so a deposed leader can never answer from stale state.
+//! The apply loop is the only code that changes the key/value state. A read goes through the
+//! log like any write ([`ReadMode::Log`]), or is served without it ([`ReadMode::ReadIndex`],
+//! thesis §6.4): Raft checks with a majority that this node still leads, and the apply loop
+//! runs the read on the state at exactly the index Raft named. Either way a deposed leader
+//! never answers from stale state.
 
 use crate::op::{KvError, KvReply, Limits, Op, OpKind, Value};
 use crate::state_machine::{KvStateMachine, StateImage, DEFAULT_MAX_SESSIONS};
-use raft::{ApplyMsg, Handle, LogIndex, Term};
+use raft::{ApplyMsg, Handle, LogIndex, ReadCheck, Term};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +35,8 @@ pub struct KvConfig {
     pub max_wait: Duration,
     /// How often a waiting handler checks that its term and leadership still hold.
     pub leadership_poll: Duration,
+    /// How the leader serves reads.
+    pub reads: ReadMode,
     /// Deliberately broken behaviour for negative-control tests; `Fault::None` otherwise.
     #[doc(hidden)]
     pub fault: Fault,
@@ -46,9 +51,24 @@ impl Default for KvConfig {
             max_waiting: 10_000,
             max_wait: Duration::from_secs(2),
             leadership_poll: Duration::from_millis(20),
+            reads: ReadMode::default(),
             fault: Fault::None,
         }
     }
+}
+
+/// How a leader serves a linearizable read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A read is a log entry like a write: it costs an append and an fsync on a majority.
+    Log,
+    /// ReadIndex (thesis §6.4): no log entry. Raft names an index (its last) and confirms
+    /// with one round of heartbeats that it still leads; the apply loop runs the read on the
+    /// state after exactly that index. Only a read that is its client's one pending request
+    /// (`lowest_pending == seq`) goes this way; a read pipelined behind other requests goes
+    /// through the log, which keeps it in order with them.
+    #[default]
+    ReadIndex,
 }
 
 /// When the apply loop snapshots the state (§7). A snapshot is taken after applying an entry
@@ -109,6 +129,10 @@ struct Shared {
     config: KvConfig,
     /// Handlers waiting for the entry at an index. Bounded by `config.max_waiting`.
     waiters: Mutex<BTreeMap<u64, Waiter>>,
+    /// ReadIndex reads waiting for the apply loop to reach their index, by (index, id).
+    /// Changed only under the `state` lock (taken first). Bounded by `config.max_waiting`.
+    reads: Mutex<BTreeMap<(u64, u64), PendingRead>>,
+    next_read: AtomicU64,
     state: Mutex<KvStateMachine>,
     /// The last index the apply loop applied. Changed only under the `state` lock (taken
     /// first), so that the two are read consistently together.
@@ -126,13 +150,34 @@ struct Waiting {
     done: oneshot::Receiver<KvReply>,
 }
 
+/// A read for the apply loop to run once it has applied exactly up to the read's index.
+struct PendingRead {
+    kind: OpKind,
+    done: oneshot::Sender<KvReply>,
+}
+
+/// A ReadIndex read: its leadership check, and the channel its reply comes on.
+struct ReadWaiting {
+    /// Its key in `Shared::reads` (None if it was run at once).
+    key: Option<(u64, u64)>,
+    term: Term,
+    check: ReadCheck,
+    done: oneshot::Receiver<KvReply>,
+}
+
+enum Submitted {
+    Entry(Op, Waiting),
+    Read(ReadWaiting),
+}
+
 /// An operation submitted by [`KvServer::propose`]: await [`Proposal::wait`] for its reply.
-pub struct Proposal(Result<(KvServer, Op, Waiting), KvReply>);
+pub struct Proposal(Result<(KvServer, Submitted), KvReply>);
 
 impl Proposal {
     pub async fn wait(self) -> KvReply {
         match self.0 {
-            Ok((server, op, waiting)) => server.wait(op, waiting).await,
+            Ok((server, Submitted::Entry(op, waiting))) => server.wait(op, waiting).await,
+            Ok((server, Submitted::Read(read))) => server.wait_read(read).await,
             Err(reply) => reply,
         }
     }
@@ -166,6 +211,8 @@ impl KvServer {
             state: Mutex::new(KvStateMachine::new(config.limits, config.max_sessions)),
             config,
             waiters: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(BTreeMap::new()),
+            next_read: AtomicU64::new(0),
             applied: Mutex::new(0),
             proposals_committed: AtomicU64::new(0),
             proposals_failed: AtomicU64::new(0),
@@ -238,11 +285,110 @@ impl KvServer {
     /// proposed one after another, from one task, take their places in the log in that
     /// order: a pipeline's requests are proposed in the order they arrived, so none has to
     /// wait for an earlier one to come along.
+    ///
+    /// A read that is its client's only pending request is served with ReadIndex in that
+    /// mode; it still comes after everything proposed before it here.
     pub fn propose(&self, op: Op) -> Proposal {
-        match self.start_waiting(&op) {
-            Ok(waiting) => Proposal(Ok((self.clone(), op, waiting))),
-            Err(reply) => Proposal(Err(reply)),
+        let config = &self.shared.config;
+        let read_index = config.reads == ReadMode::ReadIndex
+            && op.kind.is_read()
+            && op.lowest_pending == op.seq
+            && config.fault != Fault::LocalReads;
+        let submitted = if read_index {
+            self.start_read(op.kind).map(Submitted::Read)
+        } else {
+            self.start_waiting(&op).map(|w| Submitted::Entry(op, w))
+        };
+        Proposal(submitted.map(|s| (self.clone(), s)))
+    }
+
+    /// Starts a ReadIndex read: asks Raft for the index to read at and its check, and runs
+    /// the read now if the state is at that index, or leaves it to the apply loop.
+    fn start_read(&self, kind: OpKind) -> Result<ReadWaiting, KvReply> {
+        let config = &self.shared.config;
+        config.limits.check(&kind).map_err(Err)?;
+        // Holding the state keeps the apply loop from moving past the index before the read
+        // is registered (or run).
+        let mut state = lock(&self.shared.state);
+        let applied = *lock(&self.shared.applied);
+        let mut reads = lock(&self.shared.reads);
+        if reads.len() >= config.max_waiting {
+            return Err(Err(KvError::Busy));
         }
+        let (index, term, check) = self
+            .raft
+            .read_index()
+            .map_err(|_| Err(KvError::WrongLeader))?;
+        let (tx, done) = oneshot::channel();
+        // Raft's last index is at least its commit index, so the state is never past it.
+        debug_assert!(applied <= index.0);
+        let key = if applied >= index.0 {
+            let _ = tx.send(state.read_only(&kind));
+            None
+        } else {
+            let key = (
+                index.0,
+                self.shared.next_read.fetch_add(1, Ordering::Relaxed),
+            );
+            reads.insert(key, PendingRead { kind, done: tx });
+            Some(key)
+        };
+        Ok(ReadWaiting {
+            key,
+            term,
+            check,
+            done,
+        })
+    }
+
+    /// Waits for a ReadIndex read's check and its reply, both needed; gives up as a
+    /// proposal's handler does.
+    async fn wait_read(&self, read: ReadWaiting) -> KvReply {
+        let config = &self.shared.config;
+        let ReadWaiting {
+            key,
+            term,
+            check,
+            mut done,
+        } = read;
+        let check = check.confirmed();
+        tokio::pin!(check);
+        let (mut confirmed, mut reply) = (false, None);
+        let deadline = Instant::now() + config.max_wait;
+        let error = loop {
+            if confirmed {
+                if let Some(reply) = reply.take() {
+                    return reply;
+                }
+            }
+            tokio::select! {
+                biased;
+                ok = &mut check, if !confirmed => {
+                    if !ok {
+                        break KvError::WrongLeader;
+                    }
+                    confirmed = true;
+                }
+                r = &mut done, if reply.is_none() => match r {
+                    Ok(r) => reply = Some(r),
+                    // Dropped: a snapshot took the state past the read's index.
+                    Err(_) => break KvError::WrongLeader,
+                },
+                _ = sleep(config.leadership_poll) => {
+                    let (now_term, is_leader) = self.raft.state();
+                    if self.raft.is_killed() || now_term != term || !is_leader {
+                        break KvError::WrongLeader;
+                    } else if Instant::now() >= deadline {
+                        break KvError::Timeout;
+                    }
+                }
+            }
+        };
+        if let Some(key) = key {
+            let _state = lock(&self.shared.state);
+            lock(&self.shared.reads).remove(&key);
+        }
+        Err(error)
     }
 
     /// Proposes `op` and registers its waiter: `Err` is the reply if it need not wait.
@@ -371,25 +517,43 @@ async fn apply_loop(mut apply: mpsc::Receiver<ApplyMsg>, shared: Arc<Shared>, ra
             assert_eq!(index, *applied + 1, "entries must be applied in order");
             *applied = index;
         }
-        let Some(op) = op else {
-            continue;
-        };
-        let reply = if shared.config.fault == Fault::NoDuplicateDetection {
-            state.apply_without_dedup(index, &op)
-        } else {
-            state.apply(index, &op)
-        };
+        let reply = op.as_ref().map(|op| {
+            if shared.config.fault == Fault::NoDuplicateDetection {
+                state.apply_without_dedup(index, op)
+            } else {
+                state.apply(index, op)
+            }
+        });
+        run_reads(&shared, &mut state, index);
         drop(state);
-        let waiter = lock(&shared.waiters).remove(&index);
-        if let Some(w) = waiter {
-            if w.client_id == op.client_id && w.seq == op.seq {
-                let _ = w.done.send(reply);
+        if let (Some(op), Some(reply)) = (op, reply) {
+            let waiter = lock(&shared.waiters).remove(&index);
+            if let Some(w) = waiter {
+                if w.client_id == op.client_id && w.seq == op.seq {
+                    let _ = w.done.send(reply);
+                }
             }
         }
         maybe_snapshot(&shared, &raft, index, &mut snapshot_requested);
     }
     // The node stopped: every handler still waiting learns it from its dropped sender.
     lock(&shared.waiters).clear();
+    let _state = lock(&shared.state);
+    lock(&shared.reads).clear();
+}
+
+/// Runs the ReadIndex reads whose index the state has just reached (the caller holds the
+/// state, at `applied`). Their checks may still be under way: a read that fails its check
+/// is simply not answered with what it read.
+fn run_reads(shared: &Shared, state: &mut KvStateMachine, applied: u64) {
+    let mut reads = lock(&shared.reads);
+    while let Some(entry) = reads.first_entry() {
+        if entry.key().0 > applied {
+            break;
+        }
+        let read = entry.remove();
+        let _ = read.done.send(state.read_only(&read.kind));
+    }
 }
 
 /// Replaces the state with a snapshot's (at startup, or one received from the leader).
@@ -406,6 +570,9 @@ fn restore_snapshot(shared: &Shared, index: u64, data: &[u8]) {
         panic!("cannot read the snapshot at index {index}: {e}");
     }
     *applied = index;
+    // Reads at or below the snapshot can no longer be run at their index: they fail, and
+    // their clients retry.
+    lock(&shared.reads).retain(|&(i, _), _| i > index);
     drop((applied, state));
     // Waiters at or below the snapshot cannot be answered from it: their entries were
     // applied elsewhere, so their clients retry and get the remembered reply.

@@ -17,7 +17,7 @@ use crate::trace::Trace;
 use bytes::Bytes;
 use kv::{
     Clerk, ClerkConfig, ClerkError, ClientTransport, KvConfig, KvError, KvReply, KvServer, Op,
-    OpKind, RpcError, Value,
+    OpKind, ReadMode, RpcError, Value,
 };
 use raft::{LogIndex, NodeId, RaftFault};
 use rand::seq::SliceRandom;
@@ -75,6 +75,22 @@ impl KvOptions {
     }
 }
 
+/// How the servers of a run serve reads: drawn from the seed, so that every suite runs in
+/// both modes and a seed replays its own. The draw does not consume the run's generator, so
+/// the rest of a seed's schedule does not depend on it. The mutant that breaks ReadIndex
+/// needs it.
+pub fn read_mode_for(seed: u64, raft_fault: RaftFault) -> ReadMode {
+    if raft_fault == RaftFault::ReadWithoutQuorum {
+        return ReadMode::ReadIndex;
+    }
+    let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x7265_6164_5f6d_6f64);
+    if draw.gen_bool(0.5) {
+        ReadMode::ReadIndex
+    } else {
+        ReadMode::Log
+    }
+}
+
 #[derive(Clone)]
 pub struct KvCluster {
     n: usize,
@@ -127,6 +143,7 @@ impl KvCluster {
         if options.client_fault == ClientFault::None {
             options.client_fault = crate::mutants::client_fault();
         }
+        options.kv.reads = read_mode_for(seed, options.raft_fault);
         let n = options.servers;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let trace = Trace::new();

@@ -39,7 +39,7 @@ pub fn set_for_this_thread(mutant: Option<Mutant>) {
 }
 
 /// Every mutant, by the name the nemesis runner's `--mutant` takes.
-pub const ALL: [(&str, Mutant); 11] = [
+pub const ALL: [(&str, Mutant); 12] = [
     (
         "commit-earlier-term",
         Mutant::Raft(RaftFault::CommitEarlierTerm),
@@ -63,6 +63,10 @@ pub const ALL: [(&str, Mutant); 11] = [
     (
         "pre-vote-never-elects",
         Mutant::Raft(RaftFault::PreVoteNeverElects),
+    ),
+    (
+        "read-without-quorum",
+        Mutant::Raft(RaftFault::ReadWithoutQuorum),
     ),
     ("local-reads", Mutant::Kv(Fault::LocalReads)),
     (
@@ -229,10 +233,9 @@ pub fn intended_checks(mutant: Mutant) -> &'static [&'static str] {
         Mutant::Raft(RaftFault::None)
         | Mutant::Kv(Fault::None)
         | Mutant::Client(ClientFault::None) => &[],
-        // Stale reads.
         // Stale reads: a read in a minority, a client missing its own latest write, or any
         // read no order of the writes explains.
-        Mutant::Kv(Fault::LocalReads) => &[
+        Mutant::Kv(Fault::LocalReads) | Mutant::Raft(RaftFault::ReadWithoutQuorum) => &[
             "Get in minority completed",
             "get wrong value",
             "history is not linearizable",

@@ -55,7 +55,9 @@ fn entries_sent_with_a_new_round_carry_it() {
     assert_eq!(rd.messages.len(), 2, "{:?}", rd.messages);
     for m in &rd.messages {
         assert_eq!(round_of(m), 1);
-        assert!(matches!(&m.body, MessageBody::AppendEntries { entries, .. } if entries.len() == 1));
+        assert!(
+            matches!(&m.body, MessageBody::AppendEntries { entries, .. } if entries.len() == 1)
+        );
     }
     step(&mut r, accept(&to(&rd.messages, 2)[0]));
     assert_eq!(take(&mut r).read_states, vec![confirmed(1)]);
