@@ -6,8 +6,9 @@
 #   bench/compare-etcd.sh [ROUNDS]     (default 5; RUN_SECONDS=n per run, default 10)
 #
 # raftkv is loaded by `raftkv bench` through its Redis ports; etcd by bench/etcd-load through
-# its gRPC API, which reports with the same code. Both spread their connections over the three
-# nodes. Server CPU is the user + system time of the three server processes during the
+# its gRPC API, which reports with the same code. The 1-client runs go to each system's leader
+# (found before each run), so that neither pays a forward from a follower by the luck of which
+# node leads; the other runs spread their connections over the three nodes. Server CPU is the user + system time of the three server processes during the
 # 1000-client write run. Installs etcd (Debian's etcd-server) and protoc (to build etcd-load)
 # with apt-get if they are missing.
 set -euo pipefail
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS="${1:-5}"
 RUN_SECONDS="${RUN_SECONDS:-10}"
-for tool in etcd:etcd-server protoc:protobuf-compiler redis-cli:redis-tools; do
+for tool in etcd:etcd-server protoc:protobuf-compiler redis-cli:redis-tools curl:curl; do
     if ! command -v "${tool%%:*}" >/dev/null; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
     fi
@@ -68,16 +69,38 @@ cpu() {
     echo "scale=3; $ticks / $(getconf CLK_TCK)" | bc
 }
 
+# The client endpoint of etcd's leader, and the Redis address of raftkv's.
+etcd_leader() {
+    for i in 1 2 3; do
+        curl -s -X POST -d '{}' "http://127.0.0.1:2379$i/v3/maintenance/status" |
+            python3 -c 'import json, sys; s = json.load(sys.stdin); sys.exit(s["header"]["member_id"] != s["leader"])' &&
+            { echo "http://127.0.0.1:2379$i"; return; }
+    done
+    echo "no etcd leader" >&2
+    exit 1
+}
+raftkv_leader() {
+    for i in 1 2 3; do
+        redis-cli -p "683$i" INFO | grep -q '^raft_role:leader' && { echo "127.0.0.1:683$i"; return; }
+    done
+    echo "no raftkv leader" >&2
+    exit 1
+}
+
 # One run: prints "<system> <workload> <req/s> <p50 ms> <p99 ms> <CPU s per 10k requests>".
 run() {
     local system=$1 name=$2 workload=$3 clients=$4 connections=$5 line before after pids
     if [ "$system" = etcd ]; then pids=("${ETCD_PIDS[@]}"); else pids=("${RAFTKV_PIDS[@]}"); fi
+    local endpoints="$ETCD_ENDPOINTS" redis="$RAFTKV_REDIS"
+    if [ "$clients" = 1 ]; then
+        if [ "$system" = etcd ]; then endpoints=$(etcd_leader); else redis=$(raftkv_leader); fi
+    fi
     before=$(cpu "${pids[@]}")
     if [ "$system" = etcd ]; then
-        line=$("$ETCD_LOAD" --endpoints "$ETCD_ENDPOINTS" --workload "$workload" \
+        line=$("$ETCD_LOAD" --endpoints "$endpoints" --workload "$workload" \
             --clients "$clients" --connections "$connections" --seconds "$RUN_SECONDS" --csv | tail -1)
     else
-        line=$("$RAFTKV" bench --redis "$RAFTKV_REDIS" --workload "$workload" --clients "$clients" \
+        line=$("$RAFTKV" bench --redis "$redis" --workload "$workload" --clients "$clients" \
             --connections "$connections" --duration "${RUN_SECONDS}s" --csv -q | tail -1)
     fi
     after=$(cpu "${pids[@]}")

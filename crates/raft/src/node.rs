@@ -585,7 +585,11 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 SnapshotWrite::Install(meta) => self.storage.install_snapshot(meta),
             }
         }
-        self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+        // Nothing to write is common (a heartbeat's answer, a read's round): storage is not
+        // even asked, since a real one may hand the call to another thread first.
+        if rd.hard_state.is_some() || !rd.entries.is_empty() {
+            self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+        }
     }
 
     /// Sends `messages` in order; false if the node died on the way. Snapshot chunks get

@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// The password Redis clients must give, if any.
     pub requirepass: Option<String>,
+    /// `raftkv server --reads` of every node.
+    pub reads: String,
 }
 
 /// A node stopped by hand stays down while this file is in its data directory.
@@ -181,6 +183,7 @@ pub async fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--resp", &format!("127.0.0.1:{resp}")])
+            .args(["--reads", &opts.reads])
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if let Some(tls) = &tls {

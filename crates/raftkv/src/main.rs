@@ -249,9 +249,21 @@ struct ServerArgs {
     /// Size of a log segment file; compaction deletes whole segments.
     #[arg(long, default_value_t = raftkv::storage::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     wal_segment_bytes: u64,
+    /// How the leader serves linearizable reads. read-index: it confirms with one round of
+    /// heartbeats (shared by the reads waiting at that moment) that it still leads, and
+    /// reads its state once that has caught up, with nothing written to the log. log: a read
+    /// is a log entry like a write, fsynced by a majority.
+    #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
+    reads: Reads,
     /// A deliberate bug, for the tests that must catch it.
     #[arg(long, hide = true, value_enum, default_value_t = Fault::None)]
     fault: Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Reads {
+    ReadIndex,
+    Log,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -286,6 +298,9 @@ struct ClusterArgs {
     /// Redis clients must give this password with AUTH.
     #[arg(long, env = "RAFTKV_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// How the nodes serve reads (see `raftkv server --help`).
+    #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
+    reads: Reads,
 }
 
 /// A peer address: host:port, the host a name or an IP address.
@@ -425,6 +440,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     metrics_base_port: args.metrics_base_port,
                     tls: args.tls,
                     requirepass: args.requirepass,
+                    reads: clap::ValueEnum::to_possible_value(&args.reads)
+                        .expect("no skipped variants")
+                        .get_name()
+                        .to_string(),
                 })
                 .await
             }
@@ -506,6 +525,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         metrics: args.metrics_addr,
         tls: args.tls.files(),
         requirepass: args.requirepass,
+        reads: match args.reads {
+            Reads::ReadIndex => kv::ReadMode::ReadIndex,
+            Reads::Log => kv::ReadMode::Log,
+        },
         fault: match args.fault {
             Fault::None => node::ServerFault::None,
             Fault::SlowFailover => node::ServerFault::SlowFailover,

@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// The password Redis clients must give with `AUTH`, if any.
     pub requirepass: Option<String>,
+    /// How the leader serves reads.
+    pub reads: kv::ReadMode,
     /// A deliberate bug for the tests that must catch it.
     #[doc(hidden)]
     pub fault: ServerFault,
@@ -122,6 +124,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     let kv_config = KvConfig {
         limits: opts.limits,
         max_sessions: opts.max_sessions,
+        reads: opts.reads,
         snapshots: SnapshotPolicy {
             max_log_bytes: None,
             max_log_entries: Some(opts.snapshot_entries),
@@ -162,6 +165,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                 .filter(|(&id, _)| id != opts.id)
                 .map(|(&id, &a)| (id, a)),
         );
+        let kv_watch = kv.raft().watch_leader();
         let (client, config) = match opts.fault {
             ServerFault::SlowFailover => (
                 TcpClient::new(nodes.into_iter().map(|(_, a)| a).collect()),
@@ -170,10 +174,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                     ..ClerkConfig::default()
                 },
             ),
-            ServerFault::None => (
-                TcpClient::following(nodes, kv.raft().watch_leader()),
-                forwarding_clerk(),
-            ),
+            ServerFault::None => {
+                // Ours is server 0.
+                let (kv, metrics) = (kv.clone(), metrics.clone());
+                let local: crate::client::LocalCall =
+                    Arc::new(move |op| Box::pin(serve_request(&kv, &metrics, op)));
+                let client = TcpClient::following(nodes, kv_watch.clone()).with_local(0, local);
+                (client, forwarding_clerk())
+            }
         };
         let client = client.with_tls(tls.as_ref().map(|t| t.connector.clone()));
         let make_clerk = move || Clerk::new(client.clone(), rand::random(), config.clone());
@@ -347,19 +355,12 @@ async fn serve_client(
         match wire::decode::<ClientFrame>(&frame?)? {
             ClientFrame::Request { id, op } => {
                 let permit = inflight.clone().acquire_owned().await?;
-                let (kv, tx) = (kv.clone(), tx.clone());
-                let duration = metrics
-                    .requests
-                    .get_or_create(&Metrics::op_label(&op.kind))
-                    .clone();
-                let started = std::time::Instant::now();
+                let tx = tx.clone();
                 // Proposed here, in the order requests arrive, so that a client's pipelined
                 // requests take their places in the log in the order it sent them.
-                let proposal = kv.propose(op);
+                let reply = serve_request(&kv, metrics, op);
                 tokio::spawn(async move {
-                    let reply = proposal.wait().await;
-                    duration.observe(started.elapsed().as_secs_f64());
-                    let leader = kv.raft().inspect(|r| r.leader_id());
+                    let (reply, leader) = reply.await;
                     let _ = tx.send(ServerFrame::Reply { id, reply, leader }).await;
                     drop(permit);
                 });
@@ -377,6 +378,28 @@ async fn serve_client(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// Proposes a client's request now and returns what waits for its reply, with the leader
+/// this node knows of then; the wait is measured for metrics. Requests from the network and
+/// from this process's Redis port alike.
+fn serve_request(
+    kv: &KvServer,
+    metrics: &Metrics,
+    op: kv::Op,
+) -> impl std::future::Future<Output = (kv::KvReply, Option<NodeId>)> + Send + 'static {
+    let duration = metrics
+        .requests
+        .get_or_create(&Metrics::op_label(&op.kind))
+        .clone();
+    let started = std::time::Instant::now();
+    let proposal = kv.propose(op);
+    let kv = kv.clone();
+    async move {
+        let reply = proposal.wait().await;
+        duration.observe(started.elapsed().as_secs_f64());
+        (reply, kv.raft().inspect(|r| r.leader_id()))
+    }
 }
 
 /// One digest at a time per process: each reads the whole state.
