@@ -239,14 +239,20 @@ impl<T: ClientTransport> Clerk<T> {
             let waiting: Vec<usize> = (0..kinds.len())
                 .filter(|&i| outcomes[i].is_none())
                 .collect();
-            let Some(&oldest) = waiting.first() else {
+            if waiting.is_empty() {
                 break;
-            };
-            // The service applies each after the one before it, or, for the oldest, at once:
-            // everything before that has its outcome.
-            let lowest_pending = first_seq + oldest as u64;
+            }
+            // The service applies each after the one before it, or at once when no write
+            // before it is still waiting: everything before that has its outcome, and reads
+            // need no order among themselves (a read with no write waiting before it is
+            // also one the leader may serve without the log).
+            let oldest_write = waiting.iter().copied().find(|&i| !kinds[i].is_read());
             let calls = waiting.iter().map(|&i| {
                 attempts[i] += 1;
+                let lowest_pending = match oldest_write {
+                    Some(w) if w <= i => first_seq + w as u64,
+                    _ => first_seq + i as u64,
+                };
                 let op = Op {
                     lowest_pending,
                     ..Op::new(self.client_id, first_seq + i as u64, kinds[i].clone())

@@ -15,11 +15,14 @@ pub struct Op {
     pub client_id: u64,
     pub seq: u64,
     pub kind: OpKind,
-    /// The client's oldest request still waiting for its answer (at most `seq`). Every
-    /// request numbered below it has been answered, or given up on: the session may forget
-    /// their replies, and need not apply them before this one. A client with one request
-    /// at a time sends its own `seq`; a pipeline sends the oldest of those in flight, and
-    /// the state machine then applies `seq` only after `seq - 1` (thesis §6.3).
+    /// The client's oldest write still waiting for its answer before this request, or `seq`
+    /// if there is none (at most `seq`). Every write numbered below it has been answered, or
+    /// given up on: the session may forget their replies, and need not apply them before
+    /// this one. Reads need no order among themselves and keep no reply, so they do not
+    /// count. A client with one request at a time sends its own `seq`; a pipeline sends the
+    /// oldest write in flight, and the state machine then applies `seq` only after `seq - 1`
+    /// (thesis §6.3). A read with `lowest_pending == seq` waits for nothing of its client's,
+    /// so the leader may serve it without the log (ReadIndex).
     pub lowest_pending: u64,
 }
 

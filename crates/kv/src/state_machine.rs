@@ -19,9 +19,10 @@
 //! applied, never when one is proposed.
 //!
 //! A client may pipeline: send requests without waiting for the earlier ones' replies. Each
-//! request says which of the client's requests is the oldest still waiting
-//! (`Op::lowest_pending`); replies below it are forgotten, and a request is applied only
-//! right after its predecessor (or when nothing before it is waiting), so a pipeline takes
+//! request says which of the client's writes before it is the oldest still waiting
+//! (`Op::lowest_pending`; reads need no order among themselves); replies below it are
+//! forgotten, and a request is applied only right after its predecessor (or when no write
+//! before it is waiting), so a pipeline takes
 //! effect in the order it was sent even when a failover makes its client send part of it
 //! again. One that comes too early is refused with `OutOfOrder`, changing nothing.
 //!

@@ -48,8 +48,15 @@ pub trait Storage: Send + 'static {
     fn initial_state(&mut self) -> InitialState;
 
     /// Durably stores `hard_state` (if given) and `entries`, which replace every stored entry
-    /// at an index >= `entries[0].index`. Returns only once both survive a crash.
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]);
+    /// at an index >= `entries[0].index`. The future resolves only once both survive a crash.
+    /// The driver awaits it before calling anything else, so a storage may hand the write to
+    /// a thread of its own (an fsync blocks for a while) and let the driver's thread run
+    /// other tasks meanwhile.
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> impl std::future::Future<Output = ()> + Send;
 
     /// Stores a snapshot the service took of its state through `index` (of term `term`),
     /// letting `data` write itself out (so that it need not be encoded into memory first). It
@@ -510,7 +517,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 if !self.send_all(messages) {
                     return false;
                 }
-                self.persist(&mut rd);
+                self.persist(&mut rd).await;
                 if self.crash_at(CrashPoint::AfterPersist) {
                     return false;
                 }
@@ -526,7 +533,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                         return false;
                     }
                 }
-                self.persist(&mut rd);
+                self.persist(&mut rd).await;
                 if self.crash_at(CrashPoint::AfterPersist) || !self.send_all(messages) {
                     return false;
                 }
@@ -576,7 +583,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
 
     /// Step 1 of a `Ready`: a received snapshot first (the entries that follow may start right
     /// after it), then the hard state and entries.
-    fn persist(&mut self, rd: &mut Ready) {
+    async fn persist(&mut self, rd: &mut Ready) {
         for write in std::mem::take(&mut rd.snapshot_writes) {
             match write {
                 SnapshotWrite::Chunk { meta, offset, data } => {
@@ -588,7 +595,9 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         // Nothing to write is common (a heartbeat's answer, a read's round): storage is not
         // even asked, since a real one may hand the call to another thread first.
         if rd.hard_state.is_some() || !rd.entries.is_empty() {
-            self.storage.persist(rd.hard_state.as_ref(), &rd.entries);
+            self.storage
+                .persist(rd.hard_state.as_ref(), &rd.entries)
+                .await;
         }
     }
 

@@ -11,6 +11,11 @@
 //! <data-dir>/snapshot.tmp, snapshot.incoming   one being written / received (never current)
 //! ```
 //!
+//! Entries and the hard state are written by the *log writer*, a thread of the node's own:
+//! the driver hands it each `Ready`'s batch (one fsync for all its entries: group commit) and
+//! awaits the answer, so that no runtime thread blocks in an fsync and the Redis connections,
+//! the apply loop and the transport run meanwhile.
+//!
 //! A local snapshot encodes itself into `snapshot.tmp` (fsynced) on a background thread, so
 //! that a large one stalls neither the Raft driver nor the apply loop; the rename that makes it
 //! current, and the deletion of the log segments it covers, happen on the driver's thread
@@ -36,7 +41,7 @@ use raft::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use wal::snapshot::{self, IncomingSnapshot, PreparedSnapshot};
 use wal::{Wal, WalError, WalOptions};
 
@@ -78,7 +83,10 @@ pub struct WalStorage {
     node: NodeId,
     metrics: Metrics,
     dir: PathBuf,
-    wal: Wal,
+    /// Shared with the log writer, which holds it only while it writes a batch; the driver
+    /// waits for each batch before it touches the log again, so the two never contend.
+    wal: Arc<Mutex<Wal>>,
+    writer: mpsc::Sender<WriteJob>,
     recovered: Option<InitialState>,
     /// The current snapshot, and its data until the driver first asks for it (read at
     /// startup to check it anyway).
@@ -90,6 +98,48 @@ pub struct WalStorage {
     queued: Option<(LogIndex, Term, Box<dyn SnapshotData>)>,
     saved: Option<SnapshotMeta>,
     incoming: Option<(SnapshotMeta, IncomingSnapshot)>,
+}
+
+/// One batch for the log writer.
+struct WriteJob {
+    /// The index of the first record (ignored when there are none).
+    first_index: u64,
+    records: Vec<Vec<u8>>,
+    hard_state: Option<Vec<u8>>,
+    fsync: prometheus_client::metrics::histogram::Histogram,
+    done: tokio::sync::oneshot::Sender<Result<(), WalError>>,
+}
+
+/// The log writer's loop: each batch appended, fsynced once, then the hard state replaced.
+fn log_writer(wal: Arc<Mutex<Wal>>, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(job) = jobs.recv() {
+        let result = write_batch(&mut lock(&wal), &job);
+        let _ = job.done.send(result);
+    }
+}
+
+fn write_batch(wal: &mut Wal, job: &WriteJob) -> Result<(), WalError> {
+    if !job.records.is_empty() {
+        if job.first_index > wal.last_index() + 1 {
+            // The first entries after a snapshot received while the log was shorter.
+            wal.restart_at(job.first_index - 1)?;
+        }
+        let refs: Vec<&[u8]> = job.records.iter().map(Vec::as_slice).collect();
+        wal.append(job.first_index, &refs)?;
+        // Group commit: one fsync for the whole batch.
+        let started = std::time::Instant::now();
+        wal.sync()?;
+        job.fsync.observe(started.elapsed().as_secs_f64());
+    }
+    if let Some(bytes) = &job.hard_state {
+        wal.save_hard_state(bytes)?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The writer never panics holding the log; if it did, the process stops anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a data directory could not be opened. [`OpenError::exit_code`] tells them apart for
@@ -271,12 +321,28 @@ impl WalStorage {
             dir.display(),
             hard_state.term,
         );
+        let wal = Arc::new(Mutex::new(wal));
+        let (writer, jobs) = mpsc::channel();
+        {
+            let wal = wal.clone();
+            std::thread::Builder::new()
+                .name(format!("log-writer-{node}"))
+                .spawn(move || log_writer(wal, jobs))
+                .map_err(|source| {
+                    OpenError::Wal(WalError::Io {
+                        op: "start the log writer thread",
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                })?;
+        }
         let storage = WalStorage {
             _lock: lock,
             node,
             metrics: Metrics::default(),
             dir: dir.to_path_buf(),
             wal,
+            writer,
             recovered: Some(InitialState {
                 hard_state,
                 snapshot,
@@ -300,38 +366,6 @@ impl WalStorage {
                 .set(i64::try_from(s.len).unwrap_or(i64::MAX));
         }
         self.metrics = metrics;
-    }
-
-    fn write(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), WalError> {
-        if let Some(first) = entries.first() {
-            if first.index.0 > self.wal.last_index() + 1 {
-                // The first entries after a snapshot received while the log was shorter.
-                self.wal.restart_at(first.index.0 - 1)?;
-            }
-            let payloads: Vec<Vec<u8>> = entries
-                .iter()
-                .map(|e| {
-                    let stored = StoredEntryRef {
-                        term: e.term.0,
-                        command: &e.command,
-                    };
-                    postcard::to_allocvec(&stored).expect("entries always serialize")
-                })
-                .collect();
-            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-            self.wal.append(first.index.0, &refs)?;
-            // Group commit: one fsync for the whole batch.
-            let started = std::time::Instant::now();
-            self.wal.sync()?;
-            self.metrics
-                .wal_fsync
-                .observe(started.elapsed().as_secs_f64());
-        }
-        if let Some(hs) = hard_state {
-            let bytes = postcard::to_allocvec(hs).expect("hard state always serializes");
-            self.wal.save_hard_state(&bytes)?;
-        }
-        Ok(())
     }
 
     /// Starts writing `data` on a background thread: it encodes itself straight into the file.
@@ -370,7 +404,7 @@ impl WalStorage {
             .snapshot_size
             .set(i64::try_from(meta.len).unwrap_or(i64::MAX));
         self.startup_data = None;
-        self.wal.compact(meta.index.0)?;
+        lock(&self.wal).compact(meta.index.0)?;
         tracing::info!(
             node = self.node,
             "snapshot at index {} (term {}, {} bytes) is durable; the log before it is compacted",
@@ -426,11 +460,39 @@ impl Storage for WalStorage {
         self.recovered.take().unwrap_or_default()
     }
 
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) {
-        // fsync blocks; let the runtime move other tasks off this worker meanwhile.
-        let result = tokio::task::block_in_place(|| self.write(hard_state, entries));
-        if let Err(e) = result {
-            fatal(e);
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> impl std::future::Future<Output = ()> + Send {
+        // Encoded here, so the writer only writes.
+        let records = entries
+            .iter()
+            .map(|e| {
+                let stored = StoredEntryRef {
+                    term: e.term.0,
+                    command: &e.command,
+                };
+                postcard::to_allocvec(&stored).expect("entries always serialize")
+            })
+            .collect();
+        let (done, written) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            first_index: entries.first().map_or(0, |e| e.index.0),
+            records,
+            hard_state: hard_state
+                .map(|hs| postcard::to_allocvec(hs).expect("hard state always serializes")),
+            fsync: self.metrics.wal_fsync.clone(),
+            done,
+        };
+        // If the writer is gone, `written` says so.
+        let _ = self.writer.send(job);
+        async move {
+            match written.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal(e),
+                Err(_) => fatal("the log writer stopped"),
+            }
         }
     }
 
@@ -519,10 +581,12 @@ impl Storage for WalStorage {
                 )));
             }
             incoming.finish()?;
-            if self.wal.last_index() < meta.index.0 {
+            let mut wal = lock(&self.wal);
+            if wal.last_index() < meta.index.0 {
                 // The whole log is behind the snapshot: start it afresh after it.
-                self.wal.restart_at(meta.index.0)?;
+                wal.restart_at(meta.index.0)?;
             }
+            drop(wal);
             self.became_current(meta)
         });
         if let Err(e) = result {

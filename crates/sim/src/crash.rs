@@ -176,17 +176,22 @@ impl Storage for SimStorage {
         self.persister.initial_state()
     }
 
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) {
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> impl std::future::Future<Output = ()> + Send {
         match self.fuse.persist_plan(entries.len(), hard_state.is_some()) {
-            Write::All => self.persister.persist(hard_state, entries),
+            Write::All => self.persister.write(hard_state, entries),
             Write::Nothing => {}
             Write::Torn {
                 entries: kept,
                 hard_state: hs,
             } => self
                 .persister
-                .persist(hard_state.filter(|_| hs), &entries[..kept]),
+                .write(hard_state.filter(|_| hs), &entries[..kept]),
         }
+        std::future::ready(())
     }
 
     // Snapshot writes are atomic here (a real node writes a temporary file and renames it),

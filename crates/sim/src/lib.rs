@@ -21,7 +21,9 @@ pub mod stats;
 pub mod trace;
 
 pub use history::{History, Record};
-pub use kv_cluster::{ClientFault, KvCluster, KvOptions, SimClerk, KV_ELECTION_TIMEOUT};
+pub use kv_cluster::{
+    read_mode_for, ClientFault, KvCluster, KvOptions, SimClerk, KV_ELECTION_TIMEOUT,
+};
 pub use net::{NetFaults, Network};
 pub use persister::MemPersister;
 pub use raft_cluster::{cmd, RaftCluster, RAFT_ELECTION_TIMEOUT};

@@ -108,17 +108,9 @@ impl MemPersister {
     }
 }
 
-impl Storage for MemPersister {
-    fn initial_state(&mut self) -> InitialState {
-        let st = self.state();
-        InitialState {
-            hard_state: st.hard_state,
-            snapshot: st.snapshot.as_ref().map(|(m, _)| *m),
-            entries: st.entries.clone(),
-        }
-    }
-
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) {
+impl MemPersister {
+    /// Stores `hard_state` and `entries` at once (memory is durable here).
+    pub fn write(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) {
         let mut st = self.state();
         if let Some(hs) = hard_state {
             st.hard_state = *hs;
@@ -137,6 +129,26 @@ impl Storage for MemPersister {
             st.entry_bytes += entries.iter().map(serialized_len).sum::<usize>();
             st.entries.extend_from_slice(entries);
         }
+    }
+}
+
+impl Storage for MemPersister {
+    fn initial_state(&mut self) -> InitialState {
+        let st = self.state();
+        InitialState {
+            hard_state: st.hard_state,
+            snapshot: st.snapshot.as_ref().map(|(m, _)| *m),
+            entries: st.entries.clone(),
+        }
+    }
+
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.write(hard_state, entries);
+        std::future::ready(())
     }
 
     fn save_snapshot(&mut self, index: LogIndex, term: Term, data: Box<dyn SnapshotData>) {
