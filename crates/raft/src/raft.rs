@@ -378,12 +378,18 @@ impl Raft {
     ///
     /// The leader needs no entry of its own term committed first, as it would reading at its
     /// commit index: the index returned is at least its term's first entry, whose commitment
-    /// brings everything committed before.
+    /// brings everything committed before. But it needs one in its log, or nothing would
+    /// ever commit that index (§5.4.2) unless a write came: without the no-op on election
+    /// (`Config::noop_on_election`), the first read of a term appends it.
     pub fn read_index(&mut self, id: u64) -> Result<LogIndex, NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader_id,
             });
+        }
+        if self.log.last_term() != self.term {
+            self.log.append(self.term, Vec::new());
+            self.pending_replication = true;
         }
         if self.quorum() == 1 || self.config.fault == RaftFault::ReadWithoutQuorum {
             self.read_states.push(ReadState {

@@ -357,6 +357,11 @@ impl KvCluster {
         (0..self.n).find(|&i| self.server(i).is_some_and(|s| s.raft().state().1))
     }
 
+    /// How the servers serve reads.
+    pub fn read_mode(&self) -> ReadMode {
+        self.state().options.kv.reads
+    }
+
     /// Each server's Raft view, for failure messages.
     pub fn describe(&self) -> String {
         let mut out = String::new();

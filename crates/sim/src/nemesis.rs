@@ -185,7 +185,9 @@ pub async fn run(seed: u64) -> Outcome {
             Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
             Err(_) => panic!(
                 "[liveness] client {id} did not finish its call within {HEAL_PATIENCE:?} of \
-                 healing (seed {seed})"
+                 healing (seed {seed}); reads {:?}\n{}",
+                cfg.read_mode(),
+                cfg.describe()
             ),
         }
     }

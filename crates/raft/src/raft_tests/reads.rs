@@ -87,8 +87,44 @@ fn a_single_node_confirms_reads_at_once() {
     let mut r = new_node(1, 1);
     tick_until(&mut r, |r| r.is_leader());
     take(&mut r);
-    assert_eq!(r.read_index(3), Ok(LogIndex(0)));
-    assert_eq!(take(&mut r).read_states, vec![confirmed(3)]);
+    // Its term has no entry yet: the read appends the no-op.
+    assert_eq!(r.read_index(3), Ok(LogIndex(1)));
+    let rd = take(&mut r);
+    assert_eq!(rd.read_states, vec![confirmed(3)]);
+    assert_eq!(r.log().committed(), LogIndex(1));
+}
+
+/// A leader with no entry of its own term in its log (no no-op on election) could never
+/// commit the index of a read without a write coming: the read appends the no-op, and its
+/// index is that of the no-op.
+/// Reference: thesis §6.4, §5.4.2
+#[test]
+fn a_read_appends_the_no_op_its_term_lacks() {
+    let mut r = restore(1, 3, 1, &[1, 1]);
+    elect(&mut r, 3);
+    for m in drain(&mut r) {
+        step(&mut r, accept(&m));
+    }
+    take(&mut r);
+    assert_eq!(r.term(), Term(2));
+    assert_eq!(
+        r.log().committed(),
+        LogIndex(0),
+        "no entry of term 2 to commit by"
+    );
+    assert_eq!(r.read_index(1), Ok(LogIndex(3)));
+    assert_eq!(r.log().term_at(LogIndex(3)), Some(Term(2)));
+    let rd = take(&mut r);
+    assert_eq!(rd.entries.len(), 1);
+    assert!(rd.entries[0].command.is_empty(), "a no-op");
+    // A second read of the term appends nothing.
+    assert_eq!(r.read_index(2), Ok(LogIndex(3)));
+    for m in to(&rd.messages, 2) {
+        step(&mut r, accept(&m));
+    }
+    assert_eq!(r.log().committed(), LogIndex(3));
+    let states: Vec<u64> = take(&mut r).read_states.iter().map(|s| s.id).collect();
+    assert_eq!(states, vec![1]);
 }
 
 /// The mutant the key/value suites must catch: reads confirmed without a round.
