@@ -64,9 +64,9 @@ pub enum ReadMode {
     Log,
     /// ReadIndex (thesis §6.4): no log entry. Raft names an index (its last) and confirms
     /// with one round of heartbeats that it still leads; the apply loop runs the read on the
-    /// state after exactly that index. Only a read that is its client's one pending request
-    /// (`lowest_pending == seq`) goes this way; a read pipelined behind other requests goes
-    /// through the log, which keeps it in order with them.
+    /// state after exactly that index. Only a read with no write of its client waiting before
+    /// it (`lowest_pending == seq`) goes this way; a read pipelined behind a write goes
+    /// through the log, which keeps it in order after it.
     #[default]
     ReadIndex,
 }
@@ -286,8 +286,8 @@ impl KvServer {
     /// order: a pipeline's requests are proposed in the order they arrived, so none has to
     /// wait for an earlier one to come along.
     ///
-    /// A read that is its client's only pending request is served with ReadIndex in that
-    /// mode; it still comes after everything proposed before it here.
+    /// A read with no write of its client waiting before it is served with ReadIndex in that
+    /// mode; it still sees everything proposed before it here, and nothing proposed after.
     pub fn propose(&self, op: Op) -> Proposal {
         let config = &self.shared.config;
         let read_index = config.reads == ReadMode::ReadIndex
