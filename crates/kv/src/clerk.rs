@@ -249,10 +249,8 @@ impl<T: ClientTransport> Clerk<T> {
             let oldest_write = waiting.iter().copied().find(|&i| !kinds[i].is_read());
             let calls = waiting.iter().map(|&i| {
                 attempts[i] += 1;
-                let lowest_pending = match oldest_write {
-                    Some(w) if w <= i => first_seq + w as u64,
-                    _ => first_seq + i as u64,
-                };
+                let lowest_pending =
+                    first_seq + oldest_write.filter(|&w| w < i).unwrap_or(i) as u64;
                 let op = Op {
                     lowest_pending,
                     ..Op::new(self.client_id, first_seq + i as u64, kinds[i].clone())

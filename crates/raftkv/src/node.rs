@@ -165,7 +165,6 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                 .filter(|(&id, _)| id != opts.id)
                 .map(|(&id, &a)| (id, a)),
         );
-        let kv_watch = kv.raft().watch_leader();
         let (client, config) = match opts.fault {
             ServerFault::SlowFailover => (
                 TcpClient::new(nodes.into_iter().map(|(_, a)| a).collect()),
@@ -175,12 +174,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                 },
             ),
             ServerFault::None => {
+                let client = TcpClient::following(nodes, kv.raft().watch_leader());
                 // Ours is server 0.
                 let (kv, metrics) = (kv.clone(), metrics.clone());
                 let local: crate::client::LocalCall =
                     Arc::new(move |op| Box::pin(serve_request(&kv, &metrics, op)));
-                let client = TcpClient::following(nodes, kv_watch.clone()).with_local(0, local);
-                (client, forwarding_clerk())
+                (client.with_local(0, local), forwarding_clerk())
             }
         };
         let client = client.with_tls(tls.as_ref().map(|t| t.connector.clone()));
