@@ -69,6 +69,12 @@ pub enum ReadMode {
     /// through the log, which keeps it in order after it.
     #[default]
     ReadIndex,
+    /// ReadIndex with a lease (thesis §6.4.1): for a while after a majority confirmed a
+    /// round, the leader serves reads without one, trusting that no other leader can be
+    /// elected before its lease ends. That rests on clocks: see `raft::read_lease`. Raft
+    /// must be set up for it on every node (`Config::lease_reads`, `NodeConfig::lease`);
+    /// without that this mode is ReadIndex.
+    Lease,
 }
 
 /// When the apply loop snapshots the state (§7). A snapshot is taken after applying an entry
@@ -290,7 +296,7 @@ impl KvServer {
     /// mode; it still sees everything proposed before it here, and nothing proposed after.
     pub fn propose(&self, op: Op) -> Proposal {
         let config = &self.shared.config;
-        let read_index = config.reads == ReadMode::ReadIndex
+        let read_index = config.reads != ReadMode::Log
             && op.kind.is_read()
             && op.lowest_pending == op.seq
             && config.fault != Fault::LocalReads;

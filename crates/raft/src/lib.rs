@@ -22,8 +22,8 @@ mod raft_tests;
 
 pub use message::{Message, MessageBody};
 pub use node::{
-    spawn, CrashHook, CrashPoint, Handle, InitialState, LeaderView, NodeConfig, ReadCheck, Storage,
-    Transport,
+    read_lease, spawn, CrashHook, CrashPoint, Handle, InitialState, LeaderView, NodeConfig,
+    ReadCheck, Storage, Transport,
 };
 pub use raft::{Config, NotLeader, Raft, RaftFault, Role};
 pub use ready::{ReadState, Ready, SnapshotWrite};

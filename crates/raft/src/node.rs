@@ -13,12 +13,13 @@ use crate::ready::{ReadState, Ready, SnapshotWrite};
 use crate::types::{
     ApplyMsg, Entry, HardState, LogIndex, NodeId, SnapshotData, SnapshotMeta, Term,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// Sends messages to peers. Delivery is best effort: a transport may drop, delay or reorder
 /// messages (Raft retries), but `send` must never block the node.
@@ -100,6 +101,26 @@ pub struct NodeConfig {
     pub crash_hook: Option<CrashHook>,
     /// Asserts the core's invariants after every input (the simulator turns it on).
     pub check_invariants: bool,
+    /// Read leases (thesis §6.4.1): once a majority has echoed a read round, the leader
+    /// serves reads without a round of their own for this long after the round started.
+    /// Needs `Config::lease_reads` on every node; see [`read_lease`]. `None`: every read has
+    /// its round.
+    pub lease: Option<Duration>,
+}
+
+/// How long a read lease lasts with a tick of `tick`: three quarters of the whole ticks
+/// (`election_ticks - 1`) that a follower which heard from the leader waits at least before
+/// it grants a vote (`Config::lease_reads`). The rest allows for clocks whose rates differ:
+/// the lease holds while no follower's clock runs more than a third faster than the
+/// leader's, and while no process of the leader stalls between reading its clock and
+/// answering for longer than the margin. The lease is timed from before the round's
+/// messages leave.
+pub fn read_lease(raft: &Config, tick: Duration) -> Duration {
+    let lease = tick * (raft.election_ticks.saturating_sub(1) as u32) * 3 / 4;
+    if raft.fault == RaftFault::LeaseOutlivesElection {
+        return lease * 10;
+    }
+    lease
 }
 
 impl NodeConfig {
@@ -110,6 +131,7 @@ impl NodeConfig {
             apply_capacity: 4096,
             crash_hook: None,
             check_invariants: false,
+            lease: None,
         }
     }
 }
@@ -166,6 +188,8 @@ struct Shared {
     /// added under the core's lock, so the driver cannot see a read's outcome first.
     reads: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_read: AtomicU64,
+    /// The read lease, if one was won: the term it is of and when it ends.
+    lease: Mutex<Option<(Term, Instant)>>,
 }
 
 /// The leadership check of a read ([`Handle::read_index`]).
@@ -197,6 +221,13 @@ impl Shared {
         // A panic while holding the lock already fails the node; keep serving reads of state.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Whether `core` leads under a lease that has not ended.
+    fn in_lease(&self, core: &Raft) -> bool {
+        core.is_leader()
+            && lock(&self.lease)
+                .is_some_and(|(term, until)| term == core.term() && Instant::now() < until)
+    }
 }
 
 impl Handle {
@@ -216,7 +247,8 @@ impl Handle {
     /// A linearizable read without a log entry (thesis §6.4; see [`Raft::read_index`]).
     /// Returns the index to read at, with the term it was asked in: read the state after
     /// applying exactly the entries up to that index, once the check confirms. Fails at once
-    /// on a node that is not the leader.
+    /// on a node that is not the leader. Under a read lease (`NodeConfig::lease`) the check
+    /// is confirmed already.
     pub fn read_index(&self) -> Result<(LogIndex, Term, ReadCheck), NotLeader> {
         if self.is_killed() {
             return Err(NotLeader { leader_hint: None });
@@ -225,6 +257,15 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         let (index, term) = {
             let mut core = self.shared.core();
+            if self.shared.in_lease(&core) {
+                let index = core.read_index_in_lease()?;
+                // Only the term's first read has anything for the driver (the no-op).
+                if core.has_ready() {
+                    let _ = self.shared.wake.try_send(());
+                }
+                let _ = tx.send(());
+                return Ok((index, core.term(), ReadCheck(rx)));
+            }
             let index = core.read_index(id)?;
             lock(&self.shared.reads).insert(id, tx);
             (index, core.term())
@@ -316,6 +357,7 @@ pub fn spawn<S: Storage, T: Transport>(
         leader: watch::Sender::new(LeaderView::default()),
         reads: Mutex::new(HashMap::new()),
         next_read: AtomicU64::new(0),
+        lease: Mutex::new(None),
     });
     let seen = Seen::of(&shared.core());
     let driver = Driver {
@@ -330,6 +372,9 @@ pub fn spawn<S: Storage, T: Transport>(
         crash_hook: config.crash_hook,
         check_invariants: config.check_invariants,
         send_before_persist: config.raft.fault == RaftFault::SendBeforePersist,
+        lease: config.lease,
+        rounds: VecDeque::new(),
+        last_round: 0,
     };
     tokio::spawn(driver.run());
     (Handle { shared }, apply_rx)
@@ -349,7 +394,18 @@ struct Driver<S, T> {
     check_invariants: bool,
     /// The `RaftFault::SendBeforePersist` mutant.
     send_before_persist: bool,
+    /// How long a read lease lasts, if leases are on.
+    lease: Option<Duration>,
+    /// With leases: the read rounds started and not yet echoed by a majority, as (term,
+    /// round, when it started), oldest first.
+    rounds: VecDeque<(Term, u64, Instant)>,
+    /// The last read round remembered: a round is timed once, when it starts.
+    last_round: u64,
 }
+
+/// Read rounds remembered for the lease: enough for those a majority has not echoed yet,
+/// which are few unless the majority is gone; forgetting one only loses a lease renewal.
+const MAX_LEASE_ROUNDS: usize = 1024;
 
 /// How many queued messages one wake-up steps before producing a `Ready`: batching them
 /// gives one fsync for many appends, bounded so ticks are not starved.
@@ -499,11 +555,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     async fn handle_ready(&mut self) -> bool {
         loop {
             let mut rd: Ready = {
-                let mut core = self.shared.core();
+                let shared = self.shared.clone();
+                let mut core = shared.core();
+                self.renew_lease(&core);
                 if !core.has_ready() {
                     return true;
                 }
-                core.ready()
+                let rd = core.ready();
+                self.note_round(&core);
+                rd
             };
             if self.killed() || self.crash_at(CrashPoint::BeforePersist) {
                 return false;
@@ -563,6 +623,46 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 }
             }
             self.shared.core().advance(&rd);
+        }
+    }
+
+    /// With leases: a round echoed by a majority extends the lease to `lease` after the
+    /// round started. Rounds of other terms, or of a node no longer leading, are forgotten.
+    fn renew_lease(&mut self, core: &Raft) {
+        let Some(lease) = self.lease else { return };
+        if !core.is_leader() {
+            self.rounds.clear();
+            return;
+        }
+        let (term, confirmed) = (core.term(), core.confirmed_read_round());
+        let mut started = None;
+        while let Some(&(t, round, at)) = self.rounds.front() {
+            if t == term && round > confirmed {
+                break;
+            }
+            if t == term {
+                started = Some(at);
+            }
+            self.rounds.pop_front();
+        }
+        if let Some(at) = started {
+            *lock(&self.shared.lease) = Some((term, at + lease));
+        }
+    }
+
+    /// With leases: remembers when the `Ready` just taken started a read round, before any
+    /// of its messages leave.
+    fn note_round(&mut self, core: &Raft) {
+        if self.lease.is_none() {
+            return;
+        }
+        let round = core.read_round();
+        if round > self.last_round {
+            self.last_round = round;
+            if self.rounds.len() == MAX_LEASE_ROUNDS {
+                self.rounds.pop_front();
+            }
+            self.rounds.push_back((core.term(), round, Instant::now()));
         }
     }
 

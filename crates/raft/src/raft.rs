@@ -43,6 +43,13 @@ pub struct Config {
     /// everything before it commits without waiting for a client's request. The course's Raft
     /// suites turn it off: their index checks assume none.
     pub noop_on_election: bool,
+    /// Keep the leader's lease (thesis §6.4.1): a node refuses votes and pre-votes for a
+    /// higher term while it has heard from a leader within `election_ticks`, and in its
+    /// first `election_ticks` after starting (it may have heard from one just before a
+    /// crash). A leader then knows that no other can be elected for a while after a majority
+    /// answered it, and may serve reads in that time without a round of heartbeats (the
+    /// driver's lease, `NodeConfig::lease`). Every node of the cluster must set it alike.
+    pub lease_reads: bool,
     /// Largest chunk of a snapshot in one InstallSnapshot message (§7).
     pub max_snapshot_chunk: u64,
     /// At most this many unacknowledged snapshot chunks per follower: enough to keep a LAN
@@ -80,6 +87,9 @@ pub enum RaftFault {
     /// Thesis §6.4 broken: a leader confirms a read at once, without hearing from a majority
     /// that it still leads, so a deposed leader that does not know it yet serves stale reads.
     ReadWithoutQuorum,
+    /// Thesis §6.4.1 broken: the leader's read lease lasts ten election timeouts, long after
+    /// the others may have elected a new leader (`NodeConfig::lease`).
+    LeaseOutlivesElection,
 }
 
 impl Config {
@@ -96,6 +106,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             noop_on_election: true,
+            lease_reads: false,
             max_snapshot_chunk: 1 << 20,
             max_inflight_chunks: 4,
             seed,
@@ -316,6 +327,15 @@ impl Raft {
         }
     }
 
+    /// Whether this node still honours a leader's lease: it heard from a leader (or is one)
+    /// less than `election_ticks` ago, or, with `Config::lease_reads`, started less than that
+    /// ago. Such a node grants no pre-vote, and with `lease_reads` no vote, for a higher term.
+    pub(super) fn in_lease(&self) -> bool {
+        let recently_started = self.config.lease_reads && self.now < self.config.election_ticks;
+        self.election_elapsed < self.config.election_ticks
+            && (self.leader_id.is_some() || recently_started)
+    }
+
     pub(super) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         let base = self.config.election_ticks;
@@ -382,6 +402,22 @@ impl Raft {
     /// ever commit that index (§5.4.2) unless a write came: without the no-op on election
     /// (`Config::noop_on_election`), the first read of a term appends it.
     pub fn read_index(&mut self, id: u64) -> Result<LogIndex, NotLeader> {
+        let index = self.read_index_in_lease()?;
+        if self.quorum() == 1 || self.config.fault == RaftFault::ReadWithoutQuorum {
+            self.read_states.push(ReadState {
+                id,
+                confirmed: true,
+            });
+        } else {
+            self.pending_reads.push_back((self.read_round + 1, id));
+        }
+        Ok(index)
+    }
+
+    /// The index to read at, as [`Raft::read_index`] names it, for a read that needs no
+    /// round of its own: the caller knows this node still leads (its lease, thesis §6.4.1,
+    /// which needs `Config::lease_reads` on every node).
+    pub fn read_index_in_lease(&mut self) -> Result<LogIndex, NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader_id,
@@ -391,15 +427,25 @@ impl Raft {
             self.log.append(self.term, Vec::new());
             self.pending_replication = true;
         }
-        if self.quorum() == 1 || self.config.fault == RaftFault::ReadWithoutQuorum {
-            self.read_states.push(ReadState {
-                id,
-                confirmed: true,
-            });
-        } else {
-            self.pending_reads.push_back((self.read_round + 1, id));
-        }
         Ok(self.log.last_index())
+    }
+
+    /// The last read round started (0 before any).
+    pub fn read_round(&self) -> u64 {
+        self.read_round
+    }
+
+    /// Leader: the newest read round a majority (this node included) has echoed. Every
+    /// follower that echoed it got a message sent after the round started, and reset its
+    /// election timer then. 0 on other nodes.
+    pub fn confirmed_read_round(&self) -> u64 {
+        if self.role != Role::Leader {
+            return 0;
+        }
+        let mut echoed: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        echoed.push(self.read_round);
+        echoed.sort_unstable_by(|a, b| b.cmp(a));
+        echoed[self.quorum() - 1]
     }
 
     /// A follower's answer echoed `round`.
@@ -418,10 +464,7 @@ impl Raft {
         if self.pending_reads.is_empty() {
             return;
         }
-        let mut echoed: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
-        echoed.push(self.read_round);
-        echoed.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = echoed[self.quorum() - 1];
+        let confirmed = self.confirmed_read_round();
         while let Some(&(round, id)) = self.pending_reads.front() {
             if round > confirmed {
                 break;
@@ -478,6 +521,15 @@ impl Raft {
             msg.body
         {
             self.step_pre_vote(msg);
+            return;
+        }
+        // Thesis §6.4.1: while a leader's lease may run, a vote for a higher term is not even
+        // looked at (before the term moves and the leader is forgotten).
+        if self.config.lease_reads
+            && msg.term > self.term
+            && matches!(msg.body, MessageBody::RequestVote { .. })
+            && self.in_lease()
+        {
             return;
         }
         // §5.1: a higher term makes us a follower of that term.

@@ -119,7 +119,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
         tls.as_ref().map(|t| t.connector.clone()),
     );
     let peers: Vec<NodeId> = opts.peers.keys().copied().collect();
-    let config = NodeConfig::new(Config::new(opts.id, peers, rand::random()));
+    let mut config = NodeConfig::new(Config::new(opts.id, peers, rand::random()));
+    if opts.reads == kv::ReadMode::Lease {
+        config.raft.lease_reads = true;
+        config.lease = Some(raft::read_lease(&config.raft, config.tick));
+    }
     let (raft, apply) = raft::spawn(config, storage, transport, inbox_rx);
     let kv_config = KvConfig {
         limits: opts.limits,

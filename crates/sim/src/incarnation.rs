@@ -48,11 +48,16 @@ pub struct NodeSpec {
     pub noop: bool,
     /// Seeds the node's election timeouts.
     pub seed: u64,
+    /// Read leases (`Config::lease_reads`), measured on the simulator's clock.
+    pub lease_reads: bool,
 }
 
 /// Snapshot chunks are small here, so that the course's small snapshots still travel in
 /// several chunks and their loss, duplication and reordering are exercised.
 const SNAPSHOT_CHUNK: u64 = 256;
+
+/// The tick the nodes are configured with; the nemesis skews each node's by up to 20%.
+const NOMINAL_TICK: Duration = Duration::from_millis(10);
 
 pub struct Incarnation {
     pub handle: Handle,
@@ -76,6 +81,12 @@ pub fn start(
     config.check_invariants = true;
     config.raft.noop_on_election = spec.noop;
     config.raft.max_snapshot_chunk = SNAPSHOT_CHUNK;
+    if spec.lease_reads {
+        // The lease is the nominal tick's: a node's own tick here models its clock's rate,
+        // while the leader times its lease on the simulator's clock.
+        config.raft.lease_reads = true;
+        config.lease = Some(raft::read_lease(&config.raft, NOMINAL_TICK));
+    }
     let transport = ContractTransport {
         inner: transport,
         persister: persister.clone(),

@@ -76,18 +76,23 @@ impl KvOptions {
 }
 
 /// How the servers of a run serve reads: drawn from the seed, so that every suite runs in
-/// both modes and a seed replays its own. The draw does not consume the run's generator, so
-/// the rest of a seed's schedule does not depend on it. The mutant that breaks ReadIndex
-/// needs it.
+/// every mode and a seed replays its own: through the log in half the runs, ReadIndex in a
+/// quarter, ReadIndex with leases in a quarter. The draw does not consume the run's
+/// generator, so the rest of a seed's schedule does not depend on it. The mutants that break
+/// ReadIndex and leases need theirs.
 pub fn read_mode_for(seed: u64, raft_fault: RaftFault) -> ReadMode {
-    if raft_fault == RaftFault::ReadWithoutQuorum {
-        return ReadMode::ReadIndex;
+    match raft_fault {
+        RaftFault::ReadWithoutQuorum => return ReadMode::ReadIndex,
+        RaftFault::LeaseOutlivesElection => return ReadMode::Lease,
+        _ => {}
     }
     let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x7265_6164_5f6d_6f64);
-    if draw.gen_bool(0.5) {
-        ReadMode::ReadIndex
-    } else {
+    if !draw.gen_bool(0.5) {
         ReadMode::Log
+    } else if draw.gen_bool(0.5) {
+        ReadMode::Lease
+    } else {
+        ReadMode::ReadIndex
     }
 }
 
@@ -270,6 +275,7 @@ impl KvCluster {
             fault: st.options.raft_fault,
             noop: st.options.noop_on_election,
             seed: st.rng.gen(),
+            lease_reads: st.options.kv.reads == ReadMode::Lease,
         };
         let (inc, apply) = incarnation::start(spec, persister, &self.net, &self.stats);
         let kv = KvServer::start(inc.handle.clone(), apply, st.options.kv.clone());

@@ -39,7 +39,7 @@ pub fn set_for_this_thread(mutant: Option<Mutant>) {
 }
 
 /// Every mutant, by the name the nemesis runner's `--mutant` takes.
-pub const ALL: [(&str, Mutant); 12] = [
+pub const ALL: [(&str, Mutant); 13] = [
     (
         "commit-earlier-term",
         Mutant::Raft(RaftFault::CommitEarlierTerm),
@@ -67,6 +67,10 @@ pub const ALL: [(&str, Mutant); 12] = [
     (
         "read-without-quorum",
         Mutant::Raft(RaftFault::ReadWithoutQuorum),
+    ),
+    (
+        "lease-outlives-election",
+        Mutant::Raft(RaftFault::LeaseOutlivesElection),
     ),
     ("local-reads", Mutant::Kv(Fault::LocalReads)),
     (
@@ -235,7 +239,9 @@ pub fn intended_checks(mutant: Mutant) -> &'static [&'static str] {
         | Mutant::Client(ClientFault::None) => &[],
         // Stale reads: a read in a minority, a client missing its own latest write, or any
         // read no order of the writes explains.
-        Mutant::Kv(Fault::LocalReads) | Mutant::Raft(RaftFault::ReadWithoutQuorum) => &[
+        Mutant::Kv(Fault::LocalReads)
+        | Mutant::Raft(RaftFault::ReadWithoutQuorum)
+        | Mutant::Raft(RaftFault::LeaseOutlivesElection) => &[
             "Get in minority completed",
             "get wrong value",
             "history is not linearizable",

@@ -204,6 +204,7 @@ impl RaftCluster {
             fault: nodes.fault,
             noop: false,
             seed: nodes.rng.gen(),
+            lease_reads: false,
         };
         let (inc, apply_rx) = incarnation::start(spec, persister, &self.net, &self.stats);
         let snapshots = nodes.snapshots.then(|| inc.handle.clone());

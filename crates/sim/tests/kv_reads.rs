@@ -2,7 +2,9 @@
 //! ReadIndex (thesis §6.4) such a leader must not answer: its round of heartbeats finds no
 //! majority. It leads on until check-quorum makes it step down, while the majority may
 //! already have elected a new leader and written: a read answered in between is stale.
-//! Reads are in either mode by seed (`sim::read_mode_for`), like every suite.
+//! With a lease (thesis §6.4.1) it may answer until the lease ends, which must come before
+//! anyone else can be elected. Reads are in every mode by seed (`sim::read_mode_for`), like
+//! every suite.
 
 use sim::kv_check::check_linearizable;
 use sim::mutants::{assert_mutant_caught, Body, Mutant};
@@ -62,4 +64,12 @@ async fn deposed_leader(seed: u64) {
 fn mutant_read_without_quorum_is_caught() {
     let tests: [(&str, Body); 1] = [("deposed_leader_reads", sim::body!(deposed_leader))];
     assert_mutant_caught(Mutant::Raft(raft::RaftFault::ReadWithoutQuorum), &tests);
+}
+
+/// A leader whose lease outlasts the election timeout answers reads from the old state after
+/// the majority has elected a new leader and written.
+#[test]
+fn mutant_lease_outlives_election_is_caught() {
+    let tests: [(&str, Body); 1] = [("deposed_leader_reads", sim::body!(deposed_leader))];
+    assert_mutant_caught(Mutant::Raft(raft::RaftFault::LeaseOutlivesElection), &tests);
 }

@@ -103,10 +103,8 @@ impl Raft {
             } => {
                 // Refuse while we still hear from a leader (its lease), so a node that merely
                 // lost touch with the leader cannot depose it.
-                let in_lease =
-                    self.leader_id.is_some() && self.election_elapsed < self.config.election_ticks;
                 let granted = msg.term > self.term
-                    && !in_lease
+                    && !self.in_lease()
                     && self.log_ok_for_vote(last_log_index, last_log_term);
                 let term = if granted { msg.term } else { self.term };
                 self.msgs.push(Message {

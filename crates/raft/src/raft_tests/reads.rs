@@ -138,3 +138,64 @@ fn the_read_without_quorum_mutant_confirms_at_once() {
     r.read_index(5).unwrap();
     assert_eq!(take(&mut r).read_states, vec![confirmed(5)]);
 }
+
+fn lease_node(id: NodeId) -> Raft {
+    let mut config = extended(id, 3);
+    config.lease_reads = true;
+    Raft::new(config, HardState::default(), None, Vec::new())
+}
+
+fn granted_vote(msgs: &[Message]) -> Option<bool> {
+    msgs.iter().find_map(|m| match m.body {
+        MessageBody::RequestVoteResponse { vote_granted } => Some(vote_granted),
+        _ => None,
+    })
+}
+
+/// With leases, a follower that heard from its leader less than an election timeout ago
+/// ignores a vote for a higher term (keeping its term), and grants it once that time has
+/// passed.
+/// Reference: thesis §6.4.1
+#[test]
+fn a_follower_in_a_leader_lease_ignores_votes_until_it_ends() {
+    let mut r = lease_node(2);
+    tick(&mut r, ELECTION);
+    step(&mut r, append(1, 2, 1, (0, 0), vec![], 0));
+    drain(&mut r);
+    tick(&mut r, ELECTION - 1);
+    step(&mut r, vote_req(3, 2, 2, 0, 0));
+    assert_eq!(r.term(), Term(1), "the vote moved the term");
+    assert_eq!(granted_vote(&drain(&mut r)), None);
+    tick(&mut r, 1);
+    drain(&mut r);
+    step(&mut r, vote_req(3, 2, 2, 0, 0));
+    assert_eq!(granted_vote(&drain(&mut r)), Some(true));
+}
+
+/// With leases, a node refuses votes in its first election timeout after starting, since it
+/// may have answered a leader just before it crashed; without leases it grants them.
+/// Reference: thesis §6.4.1
+#[test]
+fn a_restarted_node_with_leases_ignores_votes_at_first() {
+    let mut r = lease_node(2);
+    step(&mut r, vote_req(3, 2, 1, 0, 0));
+    assert_eq!(granted_vote(&drain(&mut r)), None);
+    assert_eq!(r.term(), Term(0));
+
+    let mut plain = Raft::new(extended(2, 3), HardState::default(), None, Vec::new());
+    step(&mut plain, vote_req(3, 2, 1, 0, 0));
+    assert_eq!(granted_vote(&drain(&mut plain)), Some(true));
+}
+
+/// The confirmed round is the newest a majority echoed, the leader's own included.
+/// Reference: thesis §6.4
+#[test]
+fn the_confirmed_round_is_the_majoritys() {
+    let mut r = leader_replicating(3);
+    drain(&mut r);
+    r.read_index(1).unwrap();
+    let rd = take(&mut r);
+    assert_eq!((r.read_round(), r.confirmed_read_round()), (1, 0));
+    step(&mut r, accept(&to(&rd.messages, 2)[0]));
+    assert_eq!(r.confirmed_read_round(), 1);
+}
