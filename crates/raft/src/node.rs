@@ -193,13 +193,23 @@ struct Shared {
 }
 
 /// The leadership check of a read ([`Handle::read_index`]).
-pub struct ReadCheck(oneshot::Receiver<()>);
+pub struct ReadCheck(Check);
+
+enum Check {
+    /// Waiting for a round of heartbeats; the driver answers.
+    Round(oneshot::Receiver<()>),
+    /// Confirmed when asked, by the read lease.
+    Lease,
+}
 
 impl ReadCheck {
     /// True once a majority has confirmed that this node still led its term after the read
     /// was asked for; false if it stopped leading (or was killed) first.
     pub async fn confirmed(self) -> bool {
-        self.0.await.is_ok()
+        match self.0 {
+            Check::Round(rx) => rx.await.is_ok(),
+            Check::Lease => true,
+        }
     }
 }
 
@@ -253,25 +263,23 @@ impl Handle {
         if self.is_killed() {
             return Err(NotLeader { leader_hint: None });
         }
+        let mut core = self.shared.core();
+        if self.shared.in_lease(&core) {
+            let index = core.read_index_in_lease()?;
+            // Only the term's first read has anything for the driver (the no-op).
+            if core.has_ready() {
+                let _ = self.shared.wake.try_send(());
+            }
+            return Ok((index, core.term(), ReadCheck(Check::Lease)));
+        }
         let id = self.shared.next_read.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let (index, term) = {
-            let mut core = self.shared.core();
-            if self.shared.in_lease(&core) {
-                let index = core.read_index_in_lease()?;
-                // Only the term's first read has anything for the driver (the no-op).
-                if core.has_ready() {
-                    let _ = self.shared.wake.try_send(());
-                }
-                let _ = tx.send(());
-                return Ok((index, core.term(), ReadCheck(rx)));
-            }
-            let index = core.read_index(id)?;
-            lock(&self.shared.reads).insert(id, tx);
-            (index, core.term())
-        };
+        let index = core.read_index(id)?;
+        lock(&self.shared.reads).insert(id, tx);
+        let term = core.term();
+        drop(core);
         let _ = self.shared.wake.try_send(());
-        Ok((index, term, ReadCheck(rx)))
+        Ok((index, term, ReadCheck(Check::Round(rx))))
     }
 
     /// The current term and whether this node believes it is the leader.
@@ -372,9 +380,11 @@ pub fn spawn<S: Storage, T: Transport>(
         crash_hook: config.crash_hook,
         check_invariants: config.check_invariants,
         send_before_persist: config.raft.fault == RaftFault::SendBeforePersist,
-        lease: config.lease,
-        rounds: VecDeque::new(),
-        last_round: 0,
+        leases: config.lease.map(|duration| LeaseClock {
+            duration,
+            rounds: VecDeque::new(),
+            last_round: 0,
+        }),
     };
     tokio::spawn(driver.run());
     (Handle { shared }, apply_rx)
@@ -394,10 +404,17 @@ struct Driver<S, T> {
     check_invariants: bool,
     /// The `RaftFault::SendBeforePersist` mutant.
     send_before_persist: bool,
-    /// How long a read lease lasts, if leases are on.
-    lease: Option<Duration>,
-    /// With leases: the read rounds started and not yet echoed by a majority, as (term,
-    /// round, when it started), oldest first.
+    /// Times read rounds for the lease, if leases are on.
+    leases: Option<LeaseClock>,
+}
+
+/// The driver's side of read leases: when each read round started, so that a round a
+/// majority echoes renews the lease from its start.
+struct LeaseClock {
+    /// How long a lease lasts ([`read_lease`]).
+    duration: Duration,
+    /// The read rounds started and not yet echoed by a majority, as (term, round, when it
+    /// started), oldest first.
     rounds: VecDeque<(Term, u64, Instant)>,
     /// The last read round remembered: a round is timed once, when it starts.
     last_round: u64,
@@ -555,14 +572,17 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     async fn handle_ready(&mut self) -> bool {
         loop {
             let mut rd: Ready = {
-                let shared = self.shared.clone();
-                let mut core = shared.core();
-                self.renew_lease(&core);
+                let mut core = self.shared.core();
+                if let Some(leases) = &mut self.leases {
+                    leases.renew(&core, &self.shared.lease);
+                }
                 if !core.has_ready() {
                     return true;
                 }
                 let rd = core.ready();
-                self.note_round(&core);
+                if let Some(leases) = &mut self.leases {
+                    leases.note_round(&core);
+                }
                 rd
             };
             if self.killed() || self.crash_at(CrashPoint::BeforePersist) {
@@ -623,46 +643,6 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 }
             }
             self.shared.core().advance(&rd);
-        }
-    }
-
-    /// With leases: a round echoed by a majority extends the lease to `lease` after the
-    /// round started. Rounds of other terms, or of a node no longer leading, are forgotten.
-    fn renew_lease(&mut self, core: &Raft) {
-        let Some(lease) = self.lease else { return };
-        if !core.is_leader() {
-            self.rounds.clear();
-            return;
-        }
-        let (term, confirmed) = (core.term(), core.confirmed_read_round());
-        let mut started = None;
-        while let Some(&(t, round, at)) = self.rounds.front() {
-            if t == term && round > confirmed {
-                break;
-            }
-            if t == term {
-                started = Some(at);
-            }
-            self.rounds.pop_front();
-        }
-        if let Some(at) = started {
-            *lock(&self.shared.lease) = Some((term, at + lease));
-        }
-    }
-
-    /// With leases: remembers when the `Ready` just taken started a read round, before any
-    /// of its messages leave.
-    fn note_round(&mut self, core: &Raft) {
-        if self.lease.is_none() {
-            return;
-        }
-        let round = core.read_round();
-        if round > self.last_round {
-            self.last_round = round;
-            if self.rounds.len() == MAX_LEASE_ROUNDS {
-                self.rounds.pop_front();
-            }
-            self.rounds.push_back((core.term(), round, Instant::now()));
         }
     }
 
@@ -733,6 +713,44 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             self.shared.killed.store(true, Ordering::SeqCst);
         }
         crash
+    }
+}
+
+impl LeaseClock {
+    /// A round echoed by a majority extends the lease to `duration` after the round started.
+    /// Rounds of other terms, or of a node no longer leading, are forgotten.
+    fn renew(&mut self, core: &Raft, lease: &Mutex<Option<(Term, Instant)>>) {
+        if !core.is_leader() {
+            self.rounds.clear();
+            return;
+        }
+        let (term, confirmed) = (core.term(), core.confirmed_read_round());
+        let mut started = None;
+        while let Some(&(t, round, at)) = self.rounds.front() {
+            if t == term && round > confirmed {
+                break;
+            }
+            if t == term {
+                started = Some(at);
+            }
+            self.rounds.pop_front();
+        }
+        if let Some(at) = started {
+            *lock(lease) = Some((term, at + self.duration));
+        }
+    }
+
+    /// Remembers when the `Ready` just taken started a read round, before any of its
+    /// messages leave.
+    fn note_round(&mut self, core: &Raft) {
+        let round = core.read_round();
+        if round > self.last_round {
+            self.last_round = round;
+            if self.rounds.len() == MAX_LEASE_ROUNDS {
+                self.rounds.pop_front();
+            }
+            self.rounds.push_back((core.term(), round, Instant::now()));
+        }
     }
 }
 
