@@ -4,9 +4,15 @@
 //! `[magic "RKVW"][version: u32 LE][seq: u64 LE][crc32c of the previous 16 bytes: u32 LE]`,
 //! followed by records (see `record`). The sequence number in the header must match the name,
 //! so a renamed or foreign file is refused rather than replayed in the wrong place.
+//!
+//! The segment being appended to is preallocated to the segment size, so that an fsync after
+//! an append need not also record a longer file (on ext4 that makes a small write's fdatasync
+//! about a third cheaper). Its records are followed by zeros up to the preallocated end; a
+//! finished segment is cut to its records before the next one is created, so only the last
+//! segment ever has such free space.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, WalError};
@@ -98,12 +104,13 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, WalError> {
     Ok(seqs)
 }
 
-/// Creates segment `seq` with a durable header and returns it opened for appending.
+/// Creates segment `seq` with a durable header, preallocated to `prealloc` bytes, and returns
+/// it opened for appending after the header.
 ///
 /// The header is written and fsynced under a temporary name before the rename, so a file with
 /// a segment name always has a complete header. The caller must fsync the directory before
 /// relying on the new name.
-pub(crate) fn create(dir: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
+pub(crate) fn create(dir: &Path, seq: u64, prealloc: u64) -> Result<(File, PathBuf), WalError> {
     let path = dir.join(file_name(seq));
     let tmp = dir.join(format!("{seq:020}{TMP_SUFFIX}"));
     match fs::remove_file(&tmp) {
@@ -111,24 +118,69 @@ pub(crate) fn create(dir: &Path, seq: u64) -> Result<(File, PathBuf), WalError> 
         _ => {}
     }
     let file = fsutil::write_new_synced(&tmp, &encode_header(seq))?;
+    if preallocate(&file, prealloc) {
+        file.sync_all().map_err(io_err("fsync segment", &tmp))?;
+    }
     fs::rename(&tmp, &path).map_err(io_err("rename segment into place", &path))?;
     Ok((file, path))
 }
 
-/// Opens an existing segment for appending at its end.
-pub(crate) fn open_for_append(path: &Path) -> Result<(File, u64), WalError> {
-    let file = OpenOptions::new()
-        .append(true)
+/// Opens the last segment for appending after its records, which end at `end`, preallocated
+/// to `prealloc` bytes.
+pub(crate) fn open_for_append(path: &Path, end: u64, prealloc: u64) -> Result<File, WalError> {
+    let mut file = OpenOptions::new()
+        .write(true)
         .open(path)
         .map_err(io_err("open segment", path))?;
-    let len = file.metadata().map_err(io_err("stat segment", path))?.len();
-    Ok((file, len))
+    if preallocate(&file, prealloc) {
+        file.sync_all().map_err(io_err("fsync segment", path))?;
+    }
+    file.seek(SeekFrom::Start(end))
+        .map_err(io_err("seek segment", path))?;
+    Ok(file)
+}
+
+/// Makes `file` at least `len` bytes long with space allocated (reading as zeros), where the
+/// file system supports it; returns whether it grew. Preallocation only saves time, so a file
+/// system without it, or one too full for it, just goes on without.
+fn preallocate(file: &File, len: u64) -> bool {
+    let Ok(current) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    if current >= len {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = libc::off_t::try_from(len) else {
+            return false;
+        };
+        // SAFETY: a plain system call on a descriptor `file` owns for the whole call.
+        unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Where a segment's records end.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// The records fill the file.
+    None,
+    /// Only zeros follow from this offset: space preallocated for appends (or an append none
+    /// of whose bytes reached the disk). Nothing there to keep; appends continue here.
+    Free(u64),
+    /// A torn write starts at this offset: its bytes must be saved before it is cut off.
+    Torn(u64),
 }
 
 /// Walks the records of one segment, calling `visit(offset, index, data)` for each valid one.
 ///
-/// Returns the offset of a torn tail to cut off, which is only ever allowed when `is_last`.
-/// Everything else that is not a valid record is `WalError::Corrupt`.
+/// Returns where the records end. Free space and a torn tail are only ever allowed when
+/// `is_last`; everything else that is not a valid record is `WalError::Corrupt`.
 pub(crate) fn scan(
     path: &Path,
     seq: u64,
@@ -136,7 +188,7 @@ pub(crate) fn scan(
     is_last: bool,
     max_record_bytes: u32,
     mut visit: impl FnMut(u64, u64, &[u8]) -> Result<(), WalError>,
-) -> Result<Option<u64>, WalError> {
+) -> Result<Tail, WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         file: path.to_path_buf(),
         offset: offset as u64,
@@ -150,7 +202,10 @@ pub(crate) fn scan(
                 visit(off as u64, rec.index, rec.data)?;
                 off += rec.encoded_len;
             }
-            Err(err) if is_last && is_torn(buf, off, &err) => return Ok(Some(off as u64)),
+            Err(_) if is_last && buf[off..].iter().all(|&b| b == 0) => {
+                return Ok(Tail::Free(off as u64))
+            }
+            Err(err) if is_last && is_torn(buf, off, &err) => return Ok(Tail::Torn(off as u64)),
             Err(err) => {
                 let mut reason = err.to_string();
                 if !is_last {
@@ -160,21 +215,17 @@ pub(crate) fn scan(
             }
         }
     }
-    Ok(None)
+    Ok(Tail::None)
 }
 
 /// Whether the bad record at `off` is what an interrupted append leaves behind.
 ///
-/// Accepted as torn: a record cut short by EOF, a tail that is entirely zero (space the file
-/// system allocated but never wrote), and a checksum mismatch in a record that contains a whole
-/// sector-aligned run of zeros with nothing but zeros after it. A bit flip cannot zero a whole
-/// sector, so that last case is an unwritten sector rather than decay. Anything else, notably a
-/// plain checksum mismatch or an impossible length, is corruption.
+/// Accepted as torn (a tail that is entirely zero is free space, not a torn write): a record
+/// cut short by EOF, and a checksum mismatch in a record that contains a whole sector-aligned
+/// run of zeros with nothing but zeros after it. A bit flip cannot zero a whole sector, so that
+/// last case is an unwritten sector rather than decay. Anything else, notably a plain checksum
+/// mismatch or an impossible length, is corruption.
 fn is_torn(buf: &[u8], off: usize, err: &DecodeError) -> bool {
-    let rest = &buf[off..];
-    if rest.iter().all(|&b| b == 0) {
-        return true;
-    }
     match *err {
         DecodeError::Incomplete { .. } => true,
         DecodeError::Checksum { len, .. } => {

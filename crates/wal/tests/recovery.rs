@@ -95,7 +95,13 @@ fn torn_tail_at_every_offset(opts: WalOptions, n: u64, expect_multi_segment: boo
                 &bytes[start as usize..cut as usize]
             );
         }
-        assert_eq!(fs::metadata(&last).unwrap().len(), start);
+        // The cut bytes are gone; the space after the records is free (zeros) while it is open.
+        let now = fs::read(&last).unwrap();
+        assert_eq!(now[..start as usize], bytes[..start as usize]);
+        assert!(
+            now[start as usize..].iter().all(|&b| b == 0),
+            "cut at {cut}"
+        );
 
         wal.append(n, &[b"after recovery"]).unwrap();
         wal.sync().unwrap();
@@ -141,8 +147,11 @@ fn repeated_tear_at_same_offset_keeps_both_copies() {
         .contains(&format!("-{start}")));
 }
 
+/// Zeros after the last record are free space (a preallocated segment, or an append none of
+/// whose bytes reached the disk): nothing is saved, and appends continue right after the
+/// records.
 #[test]
-fn zero_filled_tail_is_torn_and_all_records_kept() {
+fn zero_filled_tail_is_free_space_and_all_records_kept() {
     for zeros in [1usize, 3, 8, 9, 4096] {
         let dir = tempfile::tempdir().unwrap();
         let entries = write_entries(dir.path(), small_segments(), 10);
@@ -150,20 +159,90 @@ fn zero_filled_tail_is_torn_and_all_records_kept() {
         let len = fs::metadata(&last).unwrap().len();
         append_bytes(&last, &vec![0u8; zeros]);
 
-        let (_, rec) = open(dir.path(), small_segments());
+        let (mut wal, rec) = open(dir.path(), small_segments());
         assert_eq!(rec.entries, entries, "{zeros} zero bytes");
-        let saved = rec.truncated.expect("zero tail saved");
-        assert_eq!(fs::read(saved).unwrap(), vec![0u8; zeros]);
-        assert_eq!(fs::metadata(&last).unwrap().len(), len);
+        assert_eq!(rec.truncated, None, "{zeros} zero bytes: nothing to save");
+        wal.append(11, &[b"next"]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        // The next record follows the last one (in this segment, or it was cut there).
+        let (_, end) = *record_spans(&last).last().unwrap();
+        assert!(end == len + 8 + 8 + 4 || end == len, "{zeros} zero bytes");
+        assert_eq!(fs::metadata(&last).unwrap().len(), end);
 
         let (_, rec) = open(dir.path(), small_segments());
-        assert_eq!(rec.entries, entries);
+        let mut want = entries.clone();
+        want.push((11, b"next".to_vec()));
+        assert_eq!(rec.entries, want);
         assert_eq!(rec.truncated, None);
     }
 }
 
+/// A process that stops without closing its log leaves the last segment preallocated; it
+/// recovers through the free space without calling it torn.
 #[test]
-fn zeroed_final_record_is_torn() {
+fn a_log_left_open_recovers_through_its_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        segment_bytes: 1 << 20,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = open(dir.path(), opts.clone());
+    let payloads: Vec<Vec<u8>> = (1..=5).map(payload).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    wal.append(1, &refs).unwrap();
+    wal.sync().unwrap();
+    let seg = seg_path(dir.path(), 1);
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        1 << 20,
+        "the open segment is preallocated"
+    );
+    // As if the process were killed: no drop, so the preallocated space stays.
+    std::mem::forget(wal);
+
+    let (mut wal, rec) = open(dir.path(), opts.clone());
+    assert_eq!(rec.entries.len(), 5);
+    assert_eq!(rec.truncated, None);
+    wal.append(6, &[b"six"]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts);
+    assert_eq!(rec.entries.len(), 6);
+    assert_eq!(rec.entries[5], (6, b"six".to_vec()));
+    assert_eq!(rec.truncated, None);
+    // Closed, the segment ends at its last record.
+    assert_eq!(
+        record_spans(&seg).last().unwrap().1,
+        fs::metadata(&seg).unwrap().len()
+    );
+}
+
+/// A finished segment is cut to its records before the next is created, so free space is only
+/// ever in the last one (and zeros in any other are damage).
+#[test]
+fn finished_segments_end_at_their_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), small_segments());
+    for i in 1..=12 {
+        wal.append(i, &[&payload(i)]).unwrap();
+        wal.sync().unwrap();
+    }
+    let count = segment_count(dir.path());
+    assert!(count > 2);
+    for seq in 1..count {
+        let seg = seg_path(dir.path(), seq);
+        assert_eq!(
+            record_spans(&seg).last().unwrap().1,
+            fs::metadata(&seg).unwrap().len(),
+            "segment {seq}"
+        );
+    }
+}
+
+#[test]
+fn zeroed_final_record_is_free_space() {
     let dir = tempfile::tempdir().unwrap();
     let entries = write_entries(dir.path(), WalOptions::default(), 5);
     let seg = seg_path(dir.path(), 1);
@@ -174,7 +253,7 @@ fn zeroed_final_record_is_torn() {
 
     let (_, rec) = open(dir.path(), WalOptions::default());
     assert_eq!(rec.entries, entries[..4]);
-    assert!(rec.truncated.is_some());
+    assert_eq!(rec.truncated, None, "zeros hold nothing to save");
 }
 
 /// Writes entries 1..=5 where entry `big` carries 3000 bytes, then zeroes one aligned 512-byte
@@ -563,10 +642,18 @@ fn appends_are_buffered_until_sync() {
     for (i, p) in payloads.iter().enumerate() {
         wal.append(i as u64 + 1, &[p]).unwrap();
     }
-    // No write (let alone fsync) per append: the records are still in memory.
-    assert_eq!(fs::metadata(&seg).unwrap().len(), SEGMENT_HEADER_LEN);
+    // No write (let alone fsync) per append: the records are still in memory, and the
+    // (preallocated) file holds zeros after its header.
+    let written = |seg: &Path| {
+        let bytes = fs::read(seg).unwrap();
+        bytes[SEGMENT_HEADER_LEN as usize..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |at| at + 1)
+    };
+    assert_eq!(written(&seg), 0);
     wal.sync().unwrap();
-    assert!(fs::metadata(&seg).unwrap().len() > 1000 * 16);
+    assert!(written(&seg) > 1000 * 16);
     drop(wal);
     let (_, rec) = open(dir.path(), WalOptions::default());
     assert_eq!(rec.entries.len(), 1000);
