@@ -8,9 +8,11 @@
 # raftkv is loaded by `raftkv bench` through its Redis ports; etcd by bench/etcd-load through
 # its gRPC API, which reports with the same code. The 1-client runs go to each system's leader
 # (found before each run), so that neither pays a forward from a follower by the luck of which
-# node leads; the other runs spread their connections over the three nodes. Server CPU is the user + system time of the three server processes during the
-# 1000-client write run. Installs etcd (Debian's etcd-server) and protoc (to build etcd-load)
-# with apt-get if they are missing.
+# node leads; the other runs spread their connections over the three nodes. Server CPU is the
+# user + system time of the three server processes during the 1000-client write run. A second
+# raftkv cluster serves reads under leases (`--reads lease`, docs/DIVERGENCE.md): its rows
+# compare against the same etcd read runs. Installs etcd (Debian's etcd-server) and protoc (to
+# build etcd-load) with apt-get if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +62,15 @@ until "$ETCD_LOAD" --endpoints "$ETCD_ENDPOINTS" --clients 1 --connections 1 --s
     >/dev/null 2>&1; do sleep 0.5; done
 RAFTKV_PIDS=($(pgrep -P "$SUP"))
 
+# raftkv with read leases: Redis ports 6841..6843.
+"$RAFTKV" cluster --data-dir "$WORK/raftkv-lease" --base-port 7841 --resp-base-port 6841 \
+    --metrics-base-port 0 --reads lease >"$WORK/raftkv-lease.log" 2>&1 &
+LEASE_SUP=$!
+PIDS+=($LEASE_SUP)
+LEASE_REDIS="127.0.0.1:6841,127.0.0.1:6842,127.0.0.1:6843"
+until redis-cli -p 6841 SET warm up 2>/dev/null | grep -q OK; do sleep 0.2; done
+LEASE_PIDS=($(pgrep -P "$LEASE_SUP"))
+
 # User + system CPU seconds of the given processes so far.
 cpu() {
     local ticks=0
@@ -80,8 +91,9 @@ etcd_leader() {
     exit 1
 }
 raftkv_leader() {
+    local prefix=$1
     for i in 1 2 3; do
-        redis-cli -p "683$i" INFO | grep -q '^raft_role:leader' && { echo "127.0.0.1:683$i"; return; }
+        redis-cli -p "$prefix$i" INFO | grep -q '^raft_role:leader' && { echo "127.0.0.1:$prefix$i"; return; }
     done
     echo "no raftkv leader" >&2
     exit 1
@@ -90,10 +102,14 @@ raftkv_leader() {
 # One run: prints "<system> <workload> <req/s> <p50 ms> <p99 ms> <CPU s per 10k requests>".
 run() {
     local system=$1 name=$2 workload=$3 clients=$4 connections=$5 line before after pids
-    if [ "$system" = etcd ]; then pids=("${ETCD_PIDS[@]}"); else pids=("${RAFTKV_PIDS[@]}"); fi
-    local endpoints="$ETCD_ENDPOINTS" redis="$RAFTKV_REDIS"
+    local endpoints="$ETCD_ENDPOINTS" redis="$RAFTKV_REDIS" prefix=683
+    case $system in
+        etcd) pids=("${ETCD_PIDS[@]}") ;;
+        raftkv) pids=("${RAFTKV_PIDS[@]}") ;;
+        lease) pids=("${LEASE_PIDS[@]}") redis="$LEASE_REDIS" prefix=684 ;;
+    esac
     if [ "$clients" = 1 ]; then
-        if [ "$system" = etcd ]; then endpoints=$(etcd_leader); else redis=$(raftkv_leader); fi
+        if [ "$system" = etcd ]; then endpoints=$(etcd_leader); else redis=$(raftkv_leader $prefix); fi
     fi
     before=$(cpu "${pids[@]}")
     if [ "$system" = etcd ]; then
@@ -122,6 +138,7 @@ for round in $(seq 1 "$ROUNDS"); do
         read -r name workload clients connections <<<"$w"
         run etcd "$name" "$workload" "$clients" "$connections"
         run raftkv "$name" "$workload" "$clients" "$connections"
+        if [ "$workload" = get ]; then run lease "$name" "$workload" "$clients" "$connections"; fi
     done
 done | tee "$WORK/results"
 
@@ -129,7 +146,7 @@ median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (
 figure() { awk -v s="$1" -v n="$2" -v f="$3" '$1 == s && $2 == n {print $f}' "$WORK/results" | median; }
 echo
 echo "medians of $ROUNDS rounds, ${RUN_SECONDS} s each (etcd $(etcd --version | awk '/etcd Version/ {print $3}'))"
-printf "%-42s %22s %22s %8s\n" "workload" "etcd" "raftkv" "ratio"
+printf "%-48s %22s %22s %8s\n" "workload" "etcd" "raftkv" "ratio"
 label() {
     case $1 in
         w1) echo "writes, 1 client" ;; w64) echo "writes, 64 clients over 8 connections" ;;
@@ -140,9 +157,14 @@ label() {
 for w in "${WORKLOADS[@]}"; do
     read -r name _ <<<"$w"
     e=$(figure etcd "$name" 3) r=$(figure raftkv "$name" 3)
-    printf "%-42s %9.0f/s p50 %5.2f %9.0f/s p50 %5.2f %8.2f\n" "$(label "$name")" \
+    printf "%-48s %9.0f/s p50 %5.2f %9.0f/s p50 %5.2f %8.2f\n" "$(label "$name")" \
         "$e" "$(figure etcd "$name" 4)" "$r" "$(figure raftkv "$name" 4)" "$(echo "$r / $e" | bc -l)"
 done
+for name in r1 r1000; do
+    e=$(figure etcd "$name" 3) r=$(figure lease "$name" 3)
+    printf "%-48s %9.0f/s p50 %5.2f %9.0f/s p50 %5.2f %8.2f\n" "$(label "$name"), --reads lease" \
+        "$e" "$(figure etcd "$name" 4)" "$r" "$(figure lease "$name" 4)" "$(echo "$r / $e" | bc -l)"
+done
 e=$(figure etcd w1000 6) r=$(figure raftkv w1000 6)
-printf "%-42s %20.2f s %20.2f s %8.2f\n" "server CPU per 10k writes (1000 clients)" "$e" "$r" \
+printf "%-48s %20.2f s %20.2f s %8.2f\n" "server CPU per 10k writes (1000 clients)" "$e" "$r" \
     "$(echo "$r / $e" | bc -l)"
