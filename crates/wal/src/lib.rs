@@ -69,8 +69,10 @@
 //!   nothing, so nothing is saved; appends continue there.
 //! * Only the last segment may end in a torn write, recognised as: a record header cut short
 //!   by EOF; a record whose length runs past EOF; or a complete record with a bad
-//!   checksum that contains a whole 512-byte-aligned sector of zeros with only zeros after it
-//!   (an allocated but unwritten sector; a bit flip never zeroes a whole sector). The tail from
+//!   checksum, with only zeros after it, that contains a whole 512-byte-aligned sector of
+//!   zeros or is zero from a 4096-byte block boundary inside it to its end (an allocated but
+//!   unwritten sector, or a preallocated block whose write never completed; a bit flip never
+//!   zeroes a whole sector or block). The tail from
 //!   that record on is copied to a `torn-*.bin` file and fsynced, then the segment is truncated
 //!   at the record start and fsynced; [`Recovered::truncated`] names the copy.
 //! * Everything else is [`WalError::Corrupt`] naming the file and byte offset: a checksum

@@ -29,6 +29,9 @@ const TMP_SUFFIX: &str = ".wal.tmp";
 const SEQ_DIGITS: usize = 20;
 /// Granularity at which a crashed write may leave never-written (zero) data behind.
 const SECTOR: usize = 512;
+/// A file-system block: a crash before a write into preallocated space completes leaves the
+/// whole block reading as zeros (the space is still marked unwritten).
+const BLOCK: usize = 4096;
 
 pub(crate) fn file_name(seq: u64) -> String {
     format!("{seq:020}{SUFFIX}")
@@ -221,16 +224,20 @@ pub(crate) fn scan(
 /// Whether the bad record at `off` is what an interrupted append leaves behind.
 ///
 /// Accepted as torn (a tail that is entirely zero is free space, not a torn write): a record
-/// cut short by EOF, and a checksum mismatch in a record that contains a whole sector-aligned
-/// run of zeros with nothing but zeros after it. A bit flip cannot zero a whole sector, so that
-/// last case is an unwritten sector rather than decay. Anything else, notably a plain checksum
-/// mismatch or an impossible length, is corruption.
+/// cut short by EOF, and a checksum mismatch in a record, with nothing but zeros after it, that
+/// contains a whole sector-aligned run of zeros or is zero from a block boundary inside it to
+/// its end (its last block, in preallocated space, never written). A bit flip cannot zero a
+/// whole sector or block, so those are unwritten space rather than decay. Anything else,
+/// notably a plain checksum mismatch or an impossible length, is corruption.
 fn is_torn(buf: &[u8], off: usize, err: &DecodeError) -> bool {
     match *err {
         DecodeError::Incomplete { .. } => true,
         DecodeError::Checksum { len, .. } => {
             let end = off + record::HEADER_LEN + len as usize;
-            buf[end..].iter().all(|&b| b == 0) && has_zero_sector(buf, off, end)
+            let block = (off + 1).div_ceil(BLOCK) * BLOCK;
+            buf[end..].iter().all(|&b| b == 0)
+                && (has_zero_sector(buf, off, end)
+                    || (block < end && buf[block..end].iter().all(|&b| b == 0)))
         }
         DecodeError::TooLong { .. } | DecodeError::TooShort { .. } => false,
     }

@@ -294,6 +294,49 @@ fn final_record_with_unwritten_sector_is_torn() {
     assert!(rec.truncated.is_some());
 }
 
+/// A crash while writing into preallocated space leaves the unfinished blocks reading as
+/// zeros: here the final record runs 100 bytes into a new 4 KiB block that never got written.
+/// Less than a sector, but from a block boundary to the record's end: torn, not decay.
+#[test]
+fn final_record_with_its_last_block_unwritten_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), WalOptions::default());
+    // The segment header is 20 bytes and entry 1's record 20 more; entry 2's record (8-byte
+    // header, 8-byte index) then ends 100 bytes past 4096.
+    let second = vec![0xCDu8; 4096 + 100 - 40 - 16];
+    wal.append(1, &[b"zero", &second]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let seg = seg_path(dir.path(), 1);
+    let (start, end) = *record_spans(&seg).last().unwrap();
+    assert!(start < 4096 && end == 4096 + 100, "{start}..{end}");
+    let mut buf = fs::read(&seg).unwrap();
+    buf[4096..].fill(0);
+    fs::write(&seg, &buf).unwrap();
+
+    let (_, rec) = open(dir.path(), WalOptions::default());
+    assert_eq!(rec.entries, vec![(1, b"zero".to_vec())]);
+    assert!(rec.truncated.is_some());
+}
+
+/// The same zeros in the middle of the record, not running to its end, are damage.
+#[test]
+fn zeros_from_a_block_boundary_short_of_the_record_end_are_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), WalOptions::default());
+    let second = vec![0xCDu8; 4096 + 100 - 40 - 16];
+    wal.append(1, &[b"zero", &second]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let seg = seg_path(dir.path(), 1);
+    let (start, _) = *record_spans(&seg).last().unwrap();
+    let mut buf = fs::read(&seg).unwrap();
+    let last = buf.len() - 1;
+    buf[4096..last].fill(0);
+    fs::write(&seg, &buf).unwrap();
+    expect_corrupt(dir.path(), WalOptions::default(), &seg, start);
+}
+
 #[test]
 fn unwritten_sector_before_the_final_record_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
