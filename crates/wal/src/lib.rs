@@ -70,7 +70,7 @@
 //! * Only the last segment may end in a torn write, recognised as: a record header cut short
 //!   by EOF; a record whose length runs past EOF; or a complete record with a bad
 //!   checksum, with only zeros after it, that contains a whole 512-byte-aligned sector of
-//!   zeros or is zero from a 4096-byte block boundary inside it to its end (an allocated but
+//!   zeros or is zero from its last 4096-byte block boundary to its end (an allocated but
 //!   unwritten sector, or a preallocated block whose write never completed; a bit flip never
 //!   zeroes a whole sector or block). The tail from
 //!   that record on is copied to a `torn-*.bin` file and fsynced, then the segment is truncated
@@ -211,8 +211,8 @@ impl Wal {
         let mut log = Replay::default();
         let mut segments = VecDeque::new();
         let mut truncated = None;
-        // Where the last segment's records end, if there is one.
-        let mut last_end = None;
+        // The last segment and where its records end, if there is one.
+        let mut last = None;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = dir.join(segment::file_name(seq));
             let buf = std::fs::read(&path).map_err(io_err("read segment", &path))?;
@@ -247,18 +247,18 @@ impl Wal {
                 }
             };
             if is_last {
-                last_end = Some(end);
+                last = Some((seq, end));
             }
             segments.push_back((seq, max_index));
         }
 
-        let (seq, file, path, seg_len) = match (seqs.last(), last_end) {
-            (Some(&seq), Some(end)) => {
+        let (seq, file, path, seg_len) = match last {
+            Some((seq, end)) => {
                 let path = dir.join(segment::file_name(seq));
                 let file = segment::open_for_append(&path, end, opts.segment_bytes)?;
                 (seq, file, path, end)
             }
-            _ => {
+            None => {
                 let (file, path) = segment::create(dir, 1, opts.segment_bytes)?;
                 fsutil::sync_dir(dir)?;
                 segments.push_back((1, 0));

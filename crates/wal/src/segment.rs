@@ -225,8 +225,8 @@ pub(crate) fn scan(
 ///
 /// Accepted as torn (a tail that is entirely zero is free space, not a torn write): a record
 /// cut short by EOF, and a checksum mismatch in a record, with nothing but zeros after it, that
-/// contains a whole sector-aligned run of zeros or is zero from a block boundary inside it to
-/// its end (its last block, in preallocated space, never written). A bit flip cannot zero a
+/// contains a whole sector-aligned run of zeros or is zero from its last block boundary to its
+/// end (its last block, in preallocated space, never written). A bit flip cannot zero a
 /// whole sector or block, so those are unwritten space rather than decay. Anything else,
 /// notably a plain checksum mismatch or an impossible length, is corruption.
 fn is_torn(buf: &[u8], off: usize, err: &DecodeError) -> bool {
@@ -234,10 +234,11 @@ fn is_torn(buf: &[u8], off: usize, err: &DecodeError) -> bool {
         DecodeError::Incomplete { .. } => true,
         DecodeError::Checksum { len, .. } => {
             let end = off + record::HEADER_LEN + len as usize;
-            let block = (off + 1).div_ceil(BLOCK) * BLOCK;
+            // The record's last block boundary: zeros from an earlier one also cover this.
+            let last_block = (end - 1) / BLOCK * BLOCK;
             buf[end..].iter().all(|&b| b == 0)
                 && (has_zero_sector(buf, off, end)
-                    || (block < end && buf[block..end].iter().all(|&b| b == 0)))
+                    || (last_block > off && buf[last_block..end].iter().all(|&b| b == 0)))
         }
         DecodeError::TooLong { .. } | DecodeError::TooShort { .. } => false,
     }

@@ -294,42 +294,46 @@ fn final_record_with_unwritten_sector_is_torn() {
     assert!(rec.truncated.is_some());
 }
 
-/// A crash while writing into preallocated space leaves the unfinished blocks reading as
-/// zeros: here the final record runs 100 bytes into a new 4 KiB block that never got written.
-/// Less than a sector, but from a block boundary to the record's end: torn, not decay.
-#[test]
-fn final_record_with_its_last_block_unwritten_is_torn() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = open(dir.path(), WalOptions::default());
-    // The segment header is 20 bytes and entry 1's record 20 more; entry 2's record (8-byte
-    // header, 8-byte index) then ends 100 bytes past 4096.
-    let second = vec![0xCDu8; 4096 + 100 - 40 - 16];
+/// Writes entry 1 (`b"zero"`) and an entry 2 of 0xCD bytes whose record ends at byte `end` of
+/// the segment, closes the log, and returns the segment and where entry 2's record starts.
+fn second_record_ending_at(dir: &Path, end: u64) -> (std::path::PathBuf, u64) {
+    let (mut wal, _) = open(dir, WalOptions::default());
+    // The segment header is 20 bytes and entry 1's record 20 more; entry 2's record has an
+    // 8-byte header and an 8-byte index before its data.
+    let second = vec![0xCDu8; end as usize - 40 - 16];
     wal.append(1, &[b"zero", &second]).unwrap();
     wal.sync().unwrap();
     drop(wal);
-    let seg = seg_path(dir.path(), 1);
-    let (start, end) = *record_spans(&seg).last().unwrap();
-    assert!(start < 4096 && end == 4096 + 100, "{start}..{end}");
-    let mut buf = fs::read(&seg).unwrap();
-    buf[4096..].fill(0);
-    fs::write(&seg, &buf).unwrap();
+    let seg = seg_path(dir, 1);
+    assert_eq!(*record_spans(&seg).last().unwrap(), (40, end));
+    (seg, 40)
+}
 
-    let (_, rec) = open(dir.path(), WalOptions::default());
-    assert_eq!(rec.entries, vec![(1, b"zero".to_vec())]);
-    assert!(rec.truncated.is_some());
+/// A crash while writing into preallocated space leaves the unfinished blocks reading as
+/// zeros: here the final record runs 100 bytes into a 4 KiB block that never got written (the
+/// record's second block, then its fourth). Less than a sector, but from the record's last
+/// block boundary to its end: torn, not decay.
+#[test]
+fn final_record_with_its_last_block_unwritten_is_torn() {
+    for blocks in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let boundary = blocks * 4096;
+        let (seg, _) = second_record_ending_at(dir.path(), boundary + 100);
+        let mut buf = fs::read(&seg).unwrap();
+        buf[boundary as usize..].fill(0);
+        fs::write(&seg, &buf).unwrap();
+
+        let (_, rec) = open(dir.path(), WalOptions::default());
+        assert_eq!(rec.entries, vec![(1, b"zero".to_vec())], "{blocks} blocks");
+        assert!(rec.truncated.is_some(), "{blocks} blocks");
+    }
 }
 
 /// The same zeros in the middle of the record, not running to its end, are damage.
 #[test]
 fn zeros_from_a_block_boundary_short_of_the_record_end_are_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = open(dir.path(), WalOptions::default());
-    let second = vec![0xCDu8; 4096 + 100 - 40 - 16];
-    wal.append(1, &[b"zero", &second]).unwrap();
-    wal.sync().unwrap();
-    drop(wal);
-    let seg = seg_path(dir.path(), 1);
-    let (start, _) = *record_spans(&seg).last().unwrap();
+    let (seg, start) = second_record_ending_at(dir.path(), 4096 + 100);
     let mut buf = fs::read(&seg).unwrap();
     let last = buf.len() - 1;
     buf[4096..last].fill(0);
