@@ -52,11 +52,14 @@ pub trait Storage: Send + 'static {
     /// at an index >= `entries[0].index`. The future resolves only once both survive a crash.
     /// The driver awaits it before calling anything else, so a storage may hand the write to
     /// a thread of its own (an fsync blocks for a while) and let the driver's thread run
-    /// other tasks meanwhile.
+    /// other tasks meanwhile. `replicating`: the driver has just queued AppendEntries meant
+    /// to travel while this write happens (a leader's, thesis §10.2.1); a storage that
+    /// writes on the calling thread must first let them go (yield to the runtime).
     fn persist(
         &mut self,
         hard_state: Option<&HardState>,
         entries: &[Entry],
+        replicating: bool,
     ) -> impl std::future::Future<Output = ()> + Send;
 
     /// Stores a snapshot the service took of its state through `index` (of term `term`),
@@ -597,7 +600,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 if !self.send_all(messages) {
                     return false;
                 }
-                self.persist(&mut rd).await;
+                self.persist(&mut rd, true).await;
                 if self.crash_at(CrashPoint::AfterPersist) {
                     return false;
                 }
@@ -606,14 +609,16 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 // §10.2.1): they vouch for nothing about the leader's storage, and it counts
                 // itself toward a majority only once its write is done (`advance`). Not when
                 // the hard state changes: what follows a new term or vote waits for it.
+                let mut replicating = false;
                 if rd.hard_state.is_none() {
-                    let (early, late) = messages.into_iter().partition(is_replication);
+                    let (early, late): (Vec<_>, _) = messages.into_iter().partition(is_replication);
                     messages = late;
+                    replicating = !early.is_empty();
                     if !self.send_all(early) {
                         return false;
                     }
                 }
-                self.persist(&mut rd).await;
+                self.persist(&mut rd, replicating).await;
                 if self.crash_at(CrashPoint::AfterPersist) || !self.send_all(messages) {
                     return false;
                 }
@@ -663,7 +668,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
 
     /// Step 1 of a `Ready`: a received snapshot first (the entries that follow may start right
     /// after it), then the hard state and entries.
-    async fn persist(&mut self, rd: &mut Ready) {
+    async fn persist(&mut self, rd: &mut Ready, replicating: bool) {
         for write in std::mem::take(&mut rd.snapshot_writes) {
             match write {
                 SnapshotWrite::Chunk { meta, offset, data } => {
@@ -676,7 +681,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         // even asked, since a real one may hand the call to another thread first.
         if rd.hard_state.is_some() || !rd.entries.is_empty() {
             self.storage
-                .persist(rd.hard_state.as_ref(), &rd.entries)
+                .persist(rd.hard_state.as_ref(), &rd.entries, replicating)
                 .await;
         }
     }

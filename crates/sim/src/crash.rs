@@ -180,6 +180,7 @@ impl Storage for SimStorage {
         &mut self,
         hard_state: Option<&HardState>,
         entries: &[Entry],
+        _replicating: bool,
     ) -> impl std::future::Future<Output = ()> + Send {
         match self.fuse.persist_plan(entries.len(), hard_state.is_some()) {
             Write::All => self.persister.write(hard_state, entries),

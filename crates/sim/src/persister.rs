@@ -146,6 +146,7 @@ impl Storage for MemPersister {
         &mut self,
         hard_state: Option<&HardState>,
         entries: &[Entry],
+        _replicating: bool,
     ) -> impl std::future::Future<Output = ()> + Send {
         self.write(hard_state, entries);
         std::future::ready(())
