@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 mod cli;
 
@@ -141,7 +142,7 @@ struct BenchArgs {
     /// Stop after this long (for example 30s or 5m), if --requests has not stopped it
     /// first [default without --requests: 10s].
     #[arg(long, value_parser = parse_duration)]
-    duration: Option<std::time::Duration>,
+    duration: Option<Duration>,
     /// Bytes per key (a zero-padded number).
     #[arg(long, default_value_t = 8)]
     key_size: usize,
@@ -178,7 +179,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h` (seconds without one).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
@@ -193,7 +194,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => number * 3600.0,
         _ => return Err(format!("{s}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -258,6 +259,13 @@ struct ServerArgs {
     /// lease check and its reply) and must be set on every node of the cluster.
     #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
     reads: Reads,
+    /// Microseconds a runtime thread out of work stays awake (yielding its core to any
+    /// thread that can run) before it sleeps, so that a message arriving meanwhile finds it
+    /// awake. Waking a sleeping thread costs tens of microseconds where idle cores halt (a
+    /// virtual machine), and a request at low load crosses several threads. It costs at most
+    /// this much CPU per sleep; 0 sleeps at once.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    idle_spin_us: u64,
     /// A deliberate bug, for the tests that must catch it.
     #[arg(long, hide = true, value_enum, default_value_t = Fault::None)]
     fault: Fault,
@@ -395,14 +403,38 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Called by a runtime thread about to sleep for want of work: stays awake for `limit`
+/// first. The thread then sleeps in `epoll_wait` or on its condition variable; whatever
+/// arrived during the spin (a socket ready, a task woken) is found there at once, with no
+/// sleep and no wake-up. Each round yields the core, so a thread with work to do on the same
+/// core runs rather than waits for the spin to end.
+fn spin_awake(limit: Duration) {
+    if limit.is_zero() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli) {
         eprintln!("raftkv: {e:#}");
         std::process::exit(2);
     }
+    // Only a server spins: a client's threads (the CLI, `raftkv bench`) sleep at once.
+    let idle_spin = match &cli.command {
+        Command::Server(args) => Duration::from_micros(args.idle_spin_us),
+        _ => Duration::ZERO,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(move || spin_awake(idle_spin))
         .build()
         .expect("start the tokio runtime");
     let code = runtime.block_on(async {
@@ -483,7 +515,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let duration = match (args.requests, args.duration) {
-        (None, None) => Some(std::time::Duration::from_secs(10)),
+        (None, None) => Some(Duration::from_secs(10)),
         (_, duration) => duration,
     };
     let options = raftkv::bench::BenchOptions {
