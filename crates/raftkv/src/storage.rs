@@ -123,6 +123,14 @@ struct Batch {
     hard_state: Option<Vec<u8>>,
 }
 
+impl Batch {
+    /// Whether it is written on the driver's thread (see [`INLINE_MAX_RECORDS`]).
+    fn is_small(&self) -> bool {
+        self.records.len() <= INLINE_MAX_RECORDS
+            && self.records.iter().map(Vec::len).sum::<usize>() <= INLINE_MAX_BYTES
+    }
+}
+
 /// One batch for the log writer.
 struct WriteJob {
     batch: Batch,
@@ -505,33 +513,19 @@ impl Storage for WalStorage {
                 postcard::to_allocvec(&stored).expect("entries always serialize")
             })
             .collect();
-        let first_index = entries.first().map_or(0, |e| e.index.0);
-        let hard_state =
-            hard_state.map(|hs| postcard::to_allocvec(hs).expect("hard state always serializes"));
-        let bytes: usize = records.iter().map(Vec::len).sum();
-        let write = if records.len() <= INLINE_MAX_RECORDS && bytes <= INLINE_MAX_BYTES {
-            Write::Inline(
-                Arc::clone(&self.wal),
-                Batch {
-                    first_index,
-                    records,
-                    hard_state,
-                },
-                self.metrics.wal_fsync.clone(),
-            )
+        let batch = Batch {
+            first_index: entries.first().map_or(0, |e| e.index.0),
+            records,
+            hard_state: hard_state
+                .map(|hs| postcard::to_allocvec(hs).expect("hard state always serializes")),
+        };
+        let fsync = self.metrics.wal_fsync.clone();
+        let write = if batch.is_small() {
+            Write::Inline(Arc::clone(&self.wal), batch, fsync)
         } else {
             let (done, written) = tokio::sync::oneshot::channel();
-            let job = WriteJob {
-                batch: Batch {
-                    first_index,
-                    records,
-                    hard_state,
-                },
-                fsync: self.metrics.wal_fsync.clone(),
-                done,
-            };
             // If the writer is gone, `written` says so.
-            let _ = self.writer.send(job);
+            let _ = self.writer.send(WriteJob { batch, fsync, done });
             Write::Handed(written)
         };
         async move {
