@@ -183,6 +183,10 @@ pub struct Raft {
     /// every answer echoes it (`Progress::read_round`). Never reset, so a round number names
     /// one moment of this node's life; answers of earlier terms are ignored anyway.
     read_round: u64,
+    /// Leader: the tick the last read round started at, and whether it has been asked of
+    /// every follower yet (it starts with only as many as make a majority).
+    read_round_started: u64,
+    read_round_widened: bool,
     /// Leader: reads waiting for a majority to echo their round, `(round, id)` in round order.
     /// Their round is `read_round + 1` when asked for: the next `Ready` starts it.
     pending_reads: VecDeque<(u64, u64)>,
@@ -226,6 +230,8 @@ impl Raft {
             pending_install: None,
             stable_hard_state: hard_state,
             read_round: 0,
+            read_round_started: 0,
+            read_round_widened: true,
             pending_reads: VecDeque::new(),
             read_states: Vec::new(),
             rng,
@@ -312,6 +318,8 @@ impl Raft {
                 if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                     self.heartbeat_elapsed = 0;
                     self.broadcast_heartbeat();
+                } else {
+                    self.widen_read_round();
                 }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
@@ -484,21 +492,53 @@ impl Raft {
             .is_some_and(|&(round, _)| round > self.read_round)
     }
 
-    /// Sends the new read round to every follower not already sent an AppendEntries of it
-    /// in this `Ready`, as a heartbeat.
+    /// Sends the new read round, as heartbeats, to just enough followers that with those
+    /// already sent an AppendEntries of it in this `Ready` they make a majority: a round
+    /// needs no more echoes than that, and every further message costs both ends a wake-up.
+    /// Those asked are the followers that echoed the newest rounds, the likeliest to answer
+    /// soon. If one does not answer, [`Raft::widen_read_round`] asks the rest a tick later.
     fn send_read_heartbeats(&mut self) {
         let round = self.read_round;
-        for to in self.others() {
-            let sent = self.msgs.iter().any(|m| {
-                m.to == to
-                    && matches!(m.body, MessageBody::AppendEntries { read_round, .. } if read_round == round)
+        let (carried, mut rest): (Vec<NodeId>, Vec<NodeId>) =
+            self.others().into_iter().partition(|&to| {
+                self.msgs.iter().any(|m| {
+                    m.to == to
+                        && matches!(m.body, MessageBody::AppendEntries { read_round, .. } if read_round == round)
+                })
             });
-            if !sent {
-                let pr = &self.progress[&to];
-                let prev = pr.match_index.max(self.log.snapshot().index);
-                self.send_heartbeat(to, prev);
+        let asked = (self.quorum() - 1)
+            .saturating_sub(carried.len())
+            .min(rest.len());
+        rest.sort_by_key(|to| (std::cmp::Reverse(self.progress[to].read_round), *to));
+        for &to in &rest[..asked] {
+            self.send_read_heartbeat(to);
+        }
+        self.read_round_started = self.now;
+        self.read_round_widened = asked == rest.len();
+    }
+
+    /// A tick after a read round started unanswered by a majority, asks it of the followers
+    /// not asked yet: the ones first asked may be down or cut off.
+    fn widen_read_round(&mut self) {
+        if self.read_round_widened
+            || self.now <= self.read_round_started
+            || self.confirmed_read_round() >= self.read_round
+        {
+            return;
+        }
+        self.read_round_widened = true;
+        let round = self.read_round;
+        for to in self.others() {
+            if self.progress[&to].read_round < round {
+                self.send_read_heartbeat(to);
             }
         }
+    }
+
+    fn send_read_heartbeat(&mut self, to: NodeId) {
+        let pr = &self.progress[&to];
+        let prev = pr.match_index.max(self.log.snapshot().index);
+        self.send_heartbeat(to, prev);
     }
 
     // ---------------------------------------------------------------- snapshots

@@ -32,15 +32,15 @@ fn a_read_is_confirmed_once_a_majority_echoes_its_round() {
     assert_eq!(r.read_index(8), Ok(e.index));
     let rd = take(&mut r);
     assert!(rd.read_states.is_empty());
-    // One heartbeat per follower, carrying the new round.
-    assert_eq!(rd.messages.len(), 2);
-    assert!(rd.messages.iter().all(|m| round_of(m) == 1));
+    // One heartbeat, to one follower: with the leader, a majority.
+    assert_eq!(rd.messages.len(), 1);
+    assert_eq!(round_of(&rd.messages[0]), 1);
 
     // An answer to a message sent before the read confirms nothing.
-    step(&mut r, accept(&to(&before, 2)[0]));
+    step(&mut r, accept(&to(&before, 3)[0]));
     assert!(take(&mut r).read_states.is_empty());
 
-    step(&mut r, accept(&to(&rd.messages, 3)[0]));
+    step(&mut r, accept(&to(&rd.messages, 2)[0]));
     assert_eq!(take(&mut r).read_states, vec![confirmed(7), confirmed(8)]);
 }
 
@@ -198,4 +198,50 @@ fn the_confirmed_round_is_the_majoritys() {
     assert_eq!((r.read_round(), r.confirmed_read_round()), (1, 0));
     step(&mut r, accept(&to(&rd.messages, 2)[0]));
     assert_eq!(r.confirmed_read_round(), 1);
+}
+
+/// A round is asked of just enough followers to make a majority (two of four in a cluster
+/// of five), those that echoed the newest rounds first (the lowest ids among equals). A
+/// round still unconfirmed a tick after it started is asked again of every follower that
+/// has not echoed it, so a silent follower delays reads by a tick, not a heartbeat interval.
+#[test]
+fn a_round_asks_a_majority_then_everyone_a_tick_later() {
+    let asked = |msgs: &[Message]| -> Vec<u64> { msgs.iter().map(|m| m.to).collect() };
+    let mut r = leader_replicating(5);
+    // An entry of the term, so that the read appends no no-op (whose AppendEntries would
+    // carry the round to everyone).
+    propose(&mut r, "x");
+    drain(&mut r);
+    r.read_index(1).unwrap();
+    let rd = take(&mut r);
+    assert_eq!(asked(&rd.messages), vec![2, 3]);
+    step(&mut r, accept(&to(&rd.messages, 3)[0]));
+    assert!(
+        take(&mut r).read_states.is_empty(),
+        "two of five is no majority"
+    );
+    step(&mut r, accept(&to(&rd.messages, 2)[0]));
+    assert_eq!(take(&mut r).read_states, vec![confirmed(1)]);
+    // Once a round is confirmed, a tick asks nobody.
+    tick(&mut r, 1);
+    assert!(!r.has_ready());
+
+    // Followers 2 and 3 answered last, so round 2 goes to them; they stay silent.
+    r.read_index(2).unwrap();
+    let rd = take(&mut r);
+    assert_eq!(asked(&rd.messages), vec![2, 3]);
+    assert!(!r.has_ready(), "nothing more before a tick");
+    tick(&mut r, 1);
+    let rd = take(&mut r);
+    assert_eq!(asked(&rd.messages), vec![2, 3, 4, 5]);
+    assert!(rd.messages.iter().all(|m| round_of(m) == 2));
+    tick(&mut r, 1);
+    assert!(!r.has_ready(), "a round is widened once");
+    step(&mut r, accept(&to(&rd.messages, 4)[0]));
+    step(&mut r, accept(&to(&rd.messages, 5)[0]));
+    assert_eq!(take(&mut r).read_states, vec![confirmed(2)]);
+
+    // Now 4 and 5 echoed the newest round.
+    r.read_index(3).unwrap();
+    assert_eq!(asked(&take(&mut r).messages), vec![4, 5]);
 }
