@@ -183,10 +183,9 @@ pub struct Raft {
     /// every answer echoes it (`Progress::read_round`). Never reset, so a round number names
     /// one moment of this node's life; answers of earlier terms are ignored anyway.
     read_round: u64,
-    /// Leader: the tick the last read round started at, and whether it has been asked of
-    /// every follower yet (it starts with only as many as make a majority).
+    /// Leader: the tick the last read round started at. It starts with only as many
+    /// followers as make a majority, and is asked of the others a tick later if need be.
     read_round_started: u64,
-    read_round_widened: bool,
     /// Leader: reads waiting for a majority to echo their round, `(round, id)` in round order.
     /// Their round is `read_round + 1` when asked for: the next `Ready` starts it.
     pending_reads: VecDeque<(u64, u64)>,
@@ -231,7 +230,6 @@ impl Raft {
             stable_hard_state: hard_state,
             read_round: 0,
             read_round_started: 0,
-            read_round_widened: true,
             pending_reads: VecDeque::new(),
             read_states: Vec::new(),
             rng,
@@ -514,19 +512,16 @@ impl Raft {
             self.send_read_heartbeat(to);
         }
         self.read_round_started = self.now;
-        self.read_round_widened = asked == rest.len();
     }
 
-    /// A tick after a read round started unanswered by a majority, asks it of the followers
-    /// not asked yet: the ones first asked may be down or cut off.
+    /// The first tick after a read round started, if a majority has not echoed it yet, asks
+    /// it again of every follower that has not: those first asked may be down or cut off.
+    /// (A tick that broadcasts heartbeats instead carries the round to everyone anyway.)
     fn widen_read_round(&mut self) {
-        if self.read_round_widened
-            || self.now <= self.read_round_started
-            || self.confirmed_read_round() >= self.read_round
+        if self.now != self.read_round_started + 1 || self.confirmed_read_round() >= self.read_round
         {
             return;
         }
-        self.read_round_widened = true;
         let round = self.read_round;
         for to in self.others() {
             if self.progress[&to].read_round < round {

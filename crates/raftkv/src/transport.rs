@@ -121,22 +121,21 @@ impl Peer {
 
     fn send(&self, msg: Message) {
         let mut direct = self.direct();
-        if direct.queued == 0 || self.jumps_queue() {
-            if let Some(socket) = direct.socket.clone() {
-                let Some(frame) = frame(&msg) else { return };
-                match write_now(&socket, &frame) {
-                    Ok(written) if written == frame.len() => return,
-                    Ok(written) => {
-                        let rest = Outgoing::Rest(direct.connection, frame.slice(written..));
-                        if self.queue.try_send(rest).is_ok() {
-                            direct.queued += 1;
-                        }
-                        return;
+        let may_write = direct.queued == 0 || self.jumps_queue();
+        if let (true, Some(socket)) = (may_write, &direct.socket) {
+            let Some(frame) = frame(&msg) else { return };
+            match write_now(socket, &frame) {
+                Ok(written) if written == frame.len() => return,
+                Ok(written) => {
+                    let rest = Outgoing::Rest(direct.connection, frame.slice(written..));
+                    if self.queue.try_send(rest).is_ok() {
+                        direct.queued += 1;
                     }
-                    // The task finds out too, at its next write, and reconnects; until then
-                    // messages queue.
-                    Err(_) => direct.socket = None,
+                    return;
                 }
+                // The task finds out too, at its next write, and reconnects; until then
+                // messages queue.
+                Err(_) => direct.socket = None,
             }
         }
         if self.queue.try_send(Outgoing::Message(msg)).is_ok() {
@@ -266,7 +265,6 @@ impl PeerSender {
                 return;
             }
             tracing::info!(node = me, peer, %addr, "lost the connection to peer {peer}");
-            self.shared.direct().socket = None;
         }
     }
 
@@ -279,8 +277,8 @@ impl PeerSender {
         }
     }
 
-    /// Writes queued items to `conn` until a write fails (true) or the transport is gone
-    /// (false).
+    /// Writes queued items to `conn` until a write fails (true, with direct writes stopped)
+    /// or the transport is gone (false).
     async fn write_queued(&mut self, conn: &mut Connection, connection: u64) -> bool {
         let mut batch = BytesMut::new();
         loop {
