@@ -146,6 +146,10 @@ median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (
 figure() { awk -v s="$1" -v n="$2" -v f="$3" '$1 == s && $2 == n {print $f}' "$WORK/results" | median; }
 echo
 echo "medians of $ROUNDS rounds, ${RUN_SECONDS} s each (etcd $(etcd --version | awk '/etcd Version/ {print $3}'))"
+# Whether idle cores poll before they halt decides what a wake-up costs on a virtual machine,
+# and so most of the single-client rows (README).
+HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -r "$HALT_POLL" ]; then echo "guest halt polling: $(cat "$HALT_POLL") ns"; fi
 printf "%-48s %22s %22s %8s\n" "workload" "etcd" "raftkv" "ratio"
 label() {
     case $1 in
