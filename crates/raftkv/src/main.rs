@@ -256,7 +256,8 @@ struct ServerArgs {
     /// is a log entry like a write, fsynced by a majority. lease: read-index, but for 217 ms
     /// after a round was confirmed reads need none; this trusts clocks (no node's running
     /// more than a third faster than another's, no leader stalled for tens of ms between its
-    /// lease check and its reply) and must be set on every node of the cluster.
+    /// lease check and its reply) and must be set on every node of the cluster: a node takes
+    /// no Raft message from a peer that differs from it in this.
     #[arg(long, value_enum, default_value_t = Reads::ReadIndex)]
     reads: Reads,
     /// Microseconds a runtime thread out of work stays awake (yielding its core to any
@@ -282,6 +283,7 @@ enum Reads {
 enum Fault {
     None,
     SlowFailover,
+    MixedLeaseReads,
 }
 
 #[derive(clap::Args)]
@@ -569,6 +571,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         fault: match args.fault {
             Fault::None => node::ServerFault::None,
             Fault::SlowFailover => node::ServerFault::SlowFailover,
+            Fault::MixedLeaseReads => node::ServerFault::MixedLeaseReads,
         },
     };
     let server = node::start(opts).await?;

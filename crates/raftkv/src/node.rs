@@ -71,6 +71,9 @@ pub enum ServerFault {
     /// RESP forwarding ignores the local node's view of the leader and waits out each
     /// attempt's full time-out, as it did before it followed leader changes.
     SlowFailover,
+    /// Raft messages are taken from a peer whatever its `--reads lease` setting, as before
+    /// peers said what theirs was.
+    MixedLeaseReads,
 }
 
 /// A running server.
@@ -113,14 +116,16 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     };
 
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+    let lease_reads = opts.reads == kv::ReadMode::Lease;
     let transport = TcpTransport::start(
         opts.id,
         &opts.peers,
         tls.as_ref().map(|t| t.connector.clone()),
+        lease_reads,
     );
     let peers: Vec<NodeId> = opts.peers.keys().copied().collect();
     let mut config = NodeConfig::new(Config::new(opts.id, peers, rand::random()));
-    if opts.reads == kv::ReadMode::Lease {
+    if lease_reads {
         config.raft.lease_reads = true;
         config.lease = Some(raft::read_lease(&config.raft, config.tick));
     }
@@ -146,7 +151,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
     }
     tokio::spawn(accept_loop(
         listener,
-        inbox_tx,
+        Inbox {
+            tx: inbox_tx,
+            // The mutant takes every peer's messages, whatever it serves.
+            lease_reads: (opts.fault != ServerFault::MixedLeaseReads).then_some(lease_reads),
+        },
         kv.clone(),
         opts.peers.clone(),
         metrics.clone(),
@@ -177,7 +186,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
                     ..ClerkConfig::default()
                 },
             ),
-            ServerFault::None => {
+            ServerFault::None | ServerFault::MixedLeaseReads => {
                 let client = TcpClient::following(nodes, kv.raft().watch_leader());
                 // Ours is server 0.
                 let (kv, metrics) = (kv.clone(), metrics.clone());
@@ -231,9 +240,18 @@ pub fn forwarding_clerk() -> ClerkConfig {
     }
 }
 
+/// Where a node's Raft messages from peers go.
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::Sender<Message>,
+    /// Whether this node serves lease reads: messages of a peer that differs are dropped.
+    /// None: taken whatever the peer serves (`ServerFault::MixedLeaseReads`).
+    lease_reads: Option<bool>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    inbox: mpsc::Sender<Message>,
+    inbox: Inbox,
     kv: KvServer,
     peers: BTreeMap<NodeId, SocketAddr>,
     metrics: Metrics,
@@ -293,7 +311,7 @@ async fn accept_loop(
 async fn serve_connection(
     stream: Stream,
     may_be_peer: bool,
-    inbox: mpsc::Sender<Message>,
+    inbox: Inbox,
     kv: KvServer,
     peers: &BTreeMap<NodeId, SocketAddr>,
     metrics: &Metrics,
@@ -304,7 +322,7 @@ async fn serve_connection(
         .context("no hello in time")?
         .context("closed before hello")??;
     match wire::decode::<Hello>(&first)? {
-        Hello::Peer { from } => {
+        Hello::Peer { from, lease_reads } => {
             anyhow::ensure!(peers.contains_key(&from), "unknown peer {from}");
             if !may_be_peer {
                 tracing::warn!(
@@ -314,6 +332,24 @@ async fn serve_connection(
                 anyhow::bail!("peer {from} without a certificate");
             }
             let _open = metrics.connection("peer");
+            if inbox.lease_reads.is_some_and(|ours| ours != lease_reads) {
+                // Kept open and drained rather than closed: the peer would only reconnect
+                // at once, and log each time.
+                let (theirs, ours) = match lease_reads {
+                    true => ("with", "without"),
+                    false => ("without", "with"),
+                };
+                tracing::error!(
+                    peer = from,
+                    "ignoring peer {from}: it runs {theirs} --reads lease and this node \
+                     {ours}; lease reads are safe only if every node of the cluster serves \
+                     them, so start them all alike"
+                );
+                while let Some(frame) = framed.next().await {
+                    frame?;
+                }
+                return Ok(());
+            }
             while let Some(frame) = framed.next().await {
                 let msg: Message = wire::decode(&frame?)?;
                 anyhow::ensure!(
@@ -322,7 +358,7 @@ async fn serve_connection(
                     msg.from
                 );
                 // A full inbox drops the message, like a lossy link; Raft retries.
-                let _ = inbox.try_send(msg);
+                let _ = inbox.tx.try_send(msg);
             }
             Ok(())
         }

@@ -61,18 +61,21 @@ enum Outgoing {
 
 impl TcpTransport {
     /// Starts a sender task per peer (every entry of `peers` but `me`), over TLS if `tls`.
+    /// Each connection's hello says whether this node serves `lease_reads`.
     pub fn start(
         me: NodeId,
         peers: &BTreeMap<NodeId, SocketAddr>,
         tls: Option<ClientTls>,
+        lease_reads: bool,
     ) -> TcpTransport {
-        Self::start_with(me, peers, tls, false)
+        Self::start_with(me, peers, tls, lease_reads, false)
     }
 
     fn start_with(
         me: NodeId,
         peers: &BTreeMap<NodeId, SocketAddr>,
         tls: Option<ClientTls>,
+        lease_reads: bool,
         #[cfg_attr(not(test), allow(unused_variables))] fault_jumps_queue: bool,
     ) -> TcpTransport {
         let mut started = BTreeMap::new();
@@ -96,6 +99,7 @@ impl TcpTransport {
                 peer: id,
                 addr,
                 tls: tls.clone(),
+                lease_reads,
                 shared: peer.clone(),
                 queue: rx,
             };
@@ -213,6 +217,7 @@ struct PeerSender {
     peer: NodeId,
     addr: SocketAddr,
     tls: Option<ClientTls>,
+    lease_reads: bool,
     shared: Arc<Peer>,
     queue: mpsc::Receiver<Outgoing>,
 }
@@ -242,7 +247,10 @@ impl PeerSender {
                     continue;
                 }
             };
-            let hello = wire::encode(&Hello::Peer { from: me });
+            let hello = wire::encode(&Hello::Peer {
+                from: me,
+                lease_reads: self.lease_reads,
+            });
             let mut head = BytesMut::new();
             wire::codec()
                 .encode(hello, &mut head)
@@ -368,13 +376,16 @@ mod tests {
             (1, "127.0.0.1:9".parse().unwrap()),
             (2, listener.local_addr().unwrap()),
         ]);
-        let transport = TcpTransport::start_with(1, &peers, None, jumps_queue);
+        let transport = TcpTransport::start_with(1, &peers, None, true, jumps_queue);
         let (socket, _) = listener.accept().await.unwrap();
         let mut frames = FramedRead::new(socket, wire::codec());
         let hello = frames.next().await.unwrap().unwrap();
         assert!(matches!(
             wire::decode::<Hello>(&hello),
-            Ok(Hello::Peer { from: 1 })
+            Ok(Hello::Peer {
+                from: 1,
+                lease_reads: true
+            })
         ));
         // The sender task makes the socket available for direct writes after the hello.
         while transport.peers[&2].direct().socket.is_none() {

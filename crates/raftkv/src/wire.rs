@@ -25,7 +25,14 @@ pub fn codec() -> LengthDelimitedCodec {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Hello {
-    Peer { from: NodeId },
+    /// Raft messages from node `from`. `lease_reads`: whether it was started with `--reads
+    /// lease`. In that mode a node refuses votes for a while after hearing from a leader, and
+    /// a leader's lease reads are safe only if every node does; so a node takes no message
+    /// from a peer that differs from it in this (`node::serve_connection`).
+    Peer {
+        from: NodeId,
+        lease_reads: bool,
+    },
     Client,
 }
 

@@ -1,7 +1,8 @@
 //! What an operator relies on, with real processes on 127.0.0.1: the data directory lock,
 //! exit codes that tell damage from I/O trouble, `raftkv status` and its exit code, the CLI
-//! finding the leader from one endpoint, the metrics endpoint, and `raftkv cluster`
-//! supervising its nodes. Every test bounds its run time and kills what it started.
+//! finding the leader from one endpoint, a node refused for differing from its peers in lease
+//! reads, the metrics endpoint, and `raftkv cluster` supervising its nodes. Every test bounds
+//! its run time and kills what it started.
 
 mod common;
 
@@ -154,6 +155,78 @@ fn status_reports_every_node_and_fails_when_one_is_down() {
                 text(&out.stderr)
             );
             assert!(text(&out.stdout).contains(&cluster.rpc[down].to_string()));
+        })
+        .await
+        .expect("test ran past its limit");
+    });
+}
+
+/// A cluster whose nodes 1 and 2 serve ReadIndex reads and node 3 lease reads, every node
+/// also started with `args`: whether node 3 takes part, that is applies a write made through
+/// the others within 2 s of its commit; and the cluster, for its logs.
+async fn odd_lease_node_takes_part(args: &[&str]) -> (bool, Cluster) {
+    let cluster = Cluster::start_per_node(3, args, |i| match i {
+        2 => vec!["--reads".into(), "lease".into()],
+        _ => Vec::new(),
+    });
+    let leader = cluster.wait_for_leader().await;
+    cluster.clerk(1).put("k", "v").await.expect("a put");
+    let committed = cluster.status(leader).await.expect("status").commit_index;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        if cluster
+            .status(2)
+            .await
+            .is_some_and(|s| s.applied_index >= committed)
+        {
+            return (true, cluster);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (false, cluster)
+}
+
+/// Lease reads are safe only if every node refuses votes as lease mode has it, so a node
+/// started with another `--reads lease` setting than its peers takes no part, and says why.
+#[test]
+fn a_node_that_differs_from_its_peers_in_lease_reads_takes_no_part() {
+    runtime().block_on(async {
+        tokio::time::timeout(TEST_LIMIT, async {
+            let (took_part, cluster) = odd_lease_node_takes_part(&[]).await;
+            assert!(!took_part, "the node with lease reads joined the others");
+            let status = cluster.status(2).await.expect("status");
+            assert!(
+                !status.is_leader && status.leader_hint.is_none(),
+                "{status:?}"
+            );
+            let odd = cluster.log(2);
+            assert!(
+                odd.contains("ignoring peer 1: it runs without --reads lease"),
+                "{odd}"
+            );
+            let other = cluster.log(0);
+            assert!(
+                other.contains("ignoring peer 3: it runs with --reads lease"),
+                "{other}"
+            );
+        })
+        .await
+        .expect("test ran past its limit");
+    });
+}
+
+/// Negative control: nodes that take every peer's messages (`--fault mixed-lease-reads`) let
+/// the odd node join, which the check above must see.
+#[test]
+fn mutant_mixed_lease_reads_is_caught() {
+    runtime().block_on(async {
+        tokio::time::timeout(TEST_LIMIT, async {
+            let (took_part, _cluster) =
+                odd_lease_node_takes_part(&["--fault", "mixed-lease-reads"]).await;
+            assert!(
+                took_part,
+                "the mutant kept the odd node out: the check cannot catch it"
+            );
         })
         .await
         .expect("test ran past its limit");

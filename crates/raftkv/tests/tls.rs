@@ -78,7 +78,12 @@ where
 {
     let mut framed = Framed::new(stream, wire::codec());
     let sent = async {
-        framed.send(wire::encode(&Hello::Peer { from: 2 })).await?;
+        framed
+            .send(wire::encode(&Hello::Peer {
+                from: 2,
+                lease_reads: false,
+            }))
+            .await?;
         framed.send(wire::encode(&msg)).await
     };
     if sent.await.is_err() {
