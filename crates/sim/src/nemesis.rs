@@ -10,7 +10,9 @@
 //! - crashes at any crash point (inside a `Ready`: during persist, after persist, after some
 //!   messages, while applying; or between `Ready`s), with restarts after 0–3 s;
 //! - message loss, duplication, jitter, long reordering and long delays (0.1–3 s), with rates
-//!   that change during the run; lossy client links.
+//!   that change during the run; lossy client links;
+//! - in the [`Variant::DeposedReaders`] runs, Clerks left reading at a leader cut off from the
+//!   others, while the rest reach only the majority.
 //!
 //! After healing, it checks (each failure names its kind in brackets):
 //!
@@ -127,9 +129,27 @@ impl Plan {
     }
 }
 
+/// Which faults a run may inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Those of the module's description.
+    Standard,
+    /// Those, with the leader cut off four times as often, and each time about half the
+    /// Clerks left reaching only it, reading, and the others only the majority, until the
+    /// partition heals: a deposed leader that answers reads without the majority's word
+    /// (thesis §6.4) is caught answering them stale. Its own variant so that the seeds of
+    /// `Standard` replay as they always did.
+    DeposedReaders,
+}
+
 /// One nemesis run on `seed`. Panics, with the kind of violation in brackets, if any check
 /// fails.
 pub async fn run(seed: u64) -> Outcome {
+    run_variant(seed, Variant::Standard).await
+}
+
+/// [`run`] with the faults of `variant`.
+pub async fn run_variant(seed: u64, variant: Variant) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let plan = Plan::draw(&mut rng);
     let options = KvOptions {
@@ -147,6 +167,7 @@ pub async fn run(seed: u64) -> Outcome {
     let cfg = KvCluster::with_options(options, rng.gen());
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    let links = Arc::new(Mutex::new(ClerkLinks::default()));
     let clients: Vec<JoinHandle<SimClerk>> = (0..plan.clients as u64)
         .map(|id| {
             // The commands see only their own keys: DBSIZE, KEYS, SCAN and FLUSHALL would
@@ -161,6 +182,7 @@ pub async fn run(seed: u64) -> Outcome {
                 mixed_keys: plan.mixed_keys.clone(),
                 acked: acked.clone(),
                 stop: stop.clone(),
+                links: links.clone(),
             };
             tokio::spawn(client.run())
         })
@@ -170,6 +192,8 @@ pub async fn run(seed: u64) -> Outcome {
         cfg: cfg.clone(),
         rng: ChaCha8Rng::seed_from_u64(rng.gen()),
         restarts: BTreeMap::new(),
+        variant,
+        links,
     };
     nemesis.run_for(plan.fault_time).await;
     nemesis.heal();
@@ -316,13 +340,38 @@ struct Client {
     mixed_keys: Vec<String>,
     acked: Arc<Mutex<Vec<(String, String)>>>,
     stop: Arc<AtomicBool>,
+    links: Arc<Mutex<ClerkLinks>>,
+}
+
+/// Each Clerk's endpoints, by Clerk id, for the faults that cut Clerks off from servers; and
+/// the Clerks left reaching only a leader cut off from the others, which only read.
+#[derive(Default)]
+struct ClerkLinks {
+    ends: BTreeMap<u64, Vec<usize>>,
+    readers: BTreeSet<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Client {
     async fn run(mut self) -> SimClerk {
         let mut ck = self.cfg.make_client(&self.cfg.all());
+        lock(&self.links).ends.insert(self.id, ck.ends());
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
+            if lock(&self.links).readers.contains(&self.id) {
+                let keys = [&self.append_keys[..], &self.mixed_keys[..]].concat();
+                let key = keys.choose(&mut self.rng).expect("keys").clone();
+                let kind = OpKind::Get {
+                    key: Bytes::from(key),
+                };
+                let _ = self.cfg.try_recorded(&mut ck, kind, self.id).await;
+                let pause = self.rng.gen_range(0..10);
+                sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
             if self.rng.gen_ratio(1, 4) {
                 // An error is an expired session: the history has it as an unknown outcome.
                 let _ = self.mix.step(&self.cfg, &mut ck).await;
@@ -374,6 +423,8 @@ struct Nemesis {
     rng: ChaCha8Rng,
     /// Crashed servers and when to restart them.
     restarts: BTreeMap<usize, Instant>,
+    variant: Variant,
+    links: Arc<Mutex<ClerkLinks>>,
 }
 
 impl Nemesis {
@@ -394,6 +445,13 @@ impl Nemesis {
     /// One fault, chosen at random.
     fn step(&mut self) {
         let n = self.cfg.n();
+        // The variant cuts the leader off four times as often: each time is a chance for a
+        // deposed leader to be asked, and a stale answer needs the majority to have elected
+        // and written before it steps down.
+        if self.variant == Variant::DeposedReaders && self.rng.gen_ratio(1, 4) {
+            self.isolate_leader();
+            return;
+        }
         match self.rng.gen_range(0..100) {
             0..=24 => self.crash(),
             25..=34 => self.partition_halves(),
@@ -408,6 +466,7 @@ impl Nemesis {
             }
             75..=84 => {
                 self.cfg.connect_all();
+                self.release_readers();
                 self.count("partitions healed");
             }
             _ => {
@@ -479,6 +538,43 @@ impl Nemesis {
         };
         self.set_links(|a, b| a != leader && b != leader);
         self.count("partition: leader isolated");
+        if self.variant == Variant::DeposedReaders {
+            // The others reach only the majority, so that they find its new leader and
+            // write there soon, while the readers still ask the old one.
+            let others: Vec<usize> = self
+                .cfg
+                .all()
+                .into_iter()
+                .filter(|&s| s != leader)
+                .collect();
+            let mut links = lock(&self.links);
+            let ClerkLinks { ends, readers } = &mut *links;
+            readers.clear();
+            for (&id, ends) in ends.iter() {
+                if self.rng.gen_bool(0.5) {
+                    self.cfg.connect_client(ends, &[leader]);
+                    readers.insert(id);
+                    self.cfg
+                        .stats()
+                        .add("clerks left reading at the isolated leader", 1);
+                } else {
+                    self.cfg.connect_client(ends, &others);
+                }
+            }
+        }
+    }
+
+    /// Gives every Clerk every server again, after [`Variant::DeposedReaders`] split them.
+    fn release_readers(&self) {
+        if self.variant == Variant::Standard {
+            return;
+        }
+        let links = lock(&self.links);
+        for ends in links.ends.values() {
+            self.cfg.connect_client(ends, &self.cfg.all());
+        }
+        drop(links);
+        lock(&self.links).readers.clear();
     }
 
     /// Two halves that cannot talk to each other, and one node that talks to both.
@@ -523,5 +619,6 @@ impl Nemesis {
         self.cfg.net().set_faults(NetFaults::default());
         self.cfg.set_client_links_unreliable(false);
         self.cfg.connect_all();
+        self.release_readers();
     }
 }

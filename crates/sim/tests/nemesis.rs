@@ -1,4 +1,5 @@
-//! The nemesis simulation (see `sim::nemesis`) on fresh seeds, plus the regression seeds.
+//! The nemesis simulation (see `sim::nemesis`) on fresh seeds, plus the regression seeds, in
+//! both its variants.
 //! `RAFTKV_SEEDS=<n>` runs n fresh seeds; the runner (`cargo run --release -p sim --bin
 //! nemesis -- --seeds N`) runs thousands.
 
@@ -12,6 +13,17 @@ async fn nemesis_run(seed: u64) {
     eprintln!("nemesis seed {seed}: {outcome:?}");
 }
 
+/// The nemesis with Clerks left reading at a leader cut off from the others.
+#[test]
+fn nemesis_deposed_readers() {
+    sim::run("nemesis_deposed_readers", deposed_readers_run);
+}
+
+async fn deposed_readers_run(seed: u64) {
+    let outcome = sim::nemesis::run_variant(seed, Variant::DeposedReaders).await;
+    eprintln!("nemesis (deposed readers) seed {seed}: {outcome:?}");
+}
+
 // ---------------------------------------------------------------- negative controls
 //
 // Every check of the nemesis, and the invariant checks it runs under, must catch a
@@ -20,6 +32,7 @@ async fn nemesis_run(seed: u64) {
 use kv::Fault;
 use raft::RaftFault;
 use sim::mutants::{assert_mutant_caught, Body, Mutant};
+use sim::nemesis::Variant;
 
 fn caught(mutant: Mutant) {
     let tests: [(&str, Body); 1] = [("nemesis", sim::body!(nemesis_run))];
@@ -55,6 +68,21 @@ fn mutant_leader_ignores_higher_term_is_caught() {
 #[test]
 fn mutant_pre_vote_never_elects_is_caught() {
     caught(Mutant::Raft(RaftFault::PreVoteNeverElects));
+}
+
+/// The linearizability check, on reads that a leader cut off from the others answers without
+/// their word: only the variant that leaves Clerks reading there makes them.
+#[test]
+fn mutant_read_without_quorum_is_caught() {
+    let tests: [(&str, Body); 1] = [("nemesis_deposed_readers", sim::body!(deposed_readers_run))];
+    assert_mutant_caught(Mutant::Raft(RaftFault::ReadWithoutQuorum), &tests);
+}
+
+/// The same, on reads served under a lease that outlives the election of the next leader.
+#[test]
+fn mutant_lease_outlives_election_is_caught() {
+    let tests: [(&str, Body); 1] = [("nemesis_deposed_readers", sim::body!(deposed_readers_run))];
+    assert_mutant_caught(Mutant::Raft(RaftFault::LeaseOutlivesElection), &tests);
 }
 
 /// The linearizability check.

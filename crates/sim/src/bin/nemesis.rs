@@ -6,11 +6,12 @@
 //! cargo run --release -p sim --bin nemesis -- --seeds 10000
 //! cargo run --release -p sim --bin nemesis -- --seed 123456789    # replay one
 //! cargo run --release -p sim --bin nemesis -- --seeds 100 --mutant local-reads
+//! cargo run --release -p sim --bin nemesis -- --seeds 100 --deposed-readers --mutant read-without-quorum
 //! ```
 
 use clap::Parser;
 use sim::mutants::{self, Mutant};
-use sim::nemesis::{self, Outcome};
+use sim::nemesis::{self, Outcome, Variant};
 use sim::seed::{fresh_seed, run_one_catching};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -33,11 +34,15 @@ struct Args {
     jobs: Option<usize>,
     /// Run with a deliberately broken Raft or server, to see what catches it: one of
     /// commit-earlier-term, vote-without-log-check, send-before-persist, truncate-on-match,
-    /// leader-ignores-higher-term, pre-vote-never-elects, local-reads,
-    /// no-duplicate-detection, answer-before-commit, session-updated-on-propose,
-    /// exec-as-separate-entries.
+    /// leader-ignores-higher-term, pre-vote-never-elects, read-without-quorum,
+    /// lease-outlives-election, local-reads, no-duplicate-detection, answer-before-commit,
+    /// session-updated-on-propose, exec-as-separate-entries.
     #[arg(long)]
     mutant: Option<String>,
+    /// Also leave Clerks reading at a leader cut off from the others, until the partition
+    /// heals (`nemesis::Variant::DeposedReaders`).
+    #[arg(long)]
+    deposed_readers: bool,
 }
 
 struct Run {
@@ -63,8 +68,12 @@ fn main() -> ExitCode {
             }
         },
     };
+    let variant = match args.deposed_readers {
+        true => Variant::DeposedReaders,
+        false => Variant::Standard,
+    };
     if let Some(seed) = args.seed {
-        return replay(seed, mutant);
+        return replay(seed, mutant, variant);
     }
     // Failures are reported below, once each; the default hook would print every panic.
     std::panic::set_hook(Box::new(|_| {}));
@@ -79,7 +88,7 @@ fn main() -> ExitCode {
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
             let (next, summary) = (next.clone(), summary.clone());
-            std::thread::spawn(move || worker(total, mutant, &next, &summary))
+            std::thread::spawn(move || worker(total, mutant, variant, &next, &summary))
         })
         .collect();
     // A live line on a terminal; in a log, a line per tenth of the run.
@@ -100,7 +109,7 @@ fn main() -> ExitCode {
         eprintln!();
     }
     let summary = lock(&summary);
-    report(&summary, started.elapsed(), jobs, mutant);
+    report(&summary, started.elapsed(), jobs, mutant, variant);
     if summary.runs.iter().any(|r| r.result.is_err()) {
         ExitCode::FAILURE
     } else {
@@ -108,12 +117,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn worker(total: u64, mutant: Option<Mutant>, next: &AtomicU64, summary: &Mutex<Summary>) {
+fn worker(
+    total: u64,
+    mutant: Option<Mutant>,
+    variant: Variant,
+    next: &AtomicU64,
+    summary: &Mutex<Summary>,
+) {
     mutants::set_for_this_thread(mutant);
+    let run = |seed| nemesis::run_variant(seed, variant);
     while next.fetch_add(1, Ordering::SeqCst) < total {
         let seed = fresh_seed();
         let t0 = Instant::now();
-        let result = run_one_catching("nemesis", seed, &nemesis::run)
+        let result = run_one_catching("nemesis", seed, &run)
             .map_err(|failure| failure.first_panic().to_string());
         let run = Run {
             seed,
@@ -149,15 +165,25 @@ fn progress(summary: &Mutex<Summary>, total: u64, started: Instant, live: bool) 
     }
 }
 
-fn replay_command(seed: u64, mutant: Option<Mutant>) -> String {
+fn replay_command(seed: u64, mutant: Option<Mutant>, variant: Variant) -> String {
     let mutant = mutant
         .and_then(|m| mutants::ALL.iter().find(|(_, x)| *x == m))
         .map(|(name, _)| format!(" --mutant {name}"))
         .unwrap_or_default();
-    format!("cargo run --release -p sim --bin nemesis -- --seed {seed}{mutant}")
+    let variant = match variant {
+        Variant::Standard => "",
+        Variant::DeposedReaders => " --deposed-readers",
+    };
+    format!("cargo run --release -p sim --bin nemesis -- --seed {seed}{variant}{mutant}")
 }
 
-fn report(summary: &Summary, elapsed: Duration, jobs: usize, mutant: Option<Mutant>) {
+fn report(
+    summary: &Summary,
+    elapsed: Duration,
+    jobs: usize,
+    mutant: Option<Mutant>,
+    variant: Variant,
+) {
     let runs = &summary.runs;
     let n = runs.len();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
@@ -223,15 +249,15 @@ fn report(summary: &Summary, elapsed: Duration, jobs: usize, mutant: Option<Muta
         for r in runs {
             if let Err(message) = &r.result {
                 println!("  seed {}: {message}", r.seed);
-                println!("    replay: {}", replay_command(r.seed, mutant));
+                println!("    replay: {}", replay_command(r.seed, mutant, variant));
             }
         }
     }
 }
 
-fn replay(seed: u64, mutant: Option<Mutant>) -> ExitCode {
+fn replay(seed: u64, mutant: Option<Mutant>, variant: Variant) -> ExitCode {
     mutants::set_for_this_thread(mutant);
-    match run_one_catching("nemesis", seed, &nemesis::run) {
+    match run_one_catching("nemesis", seed, &|seed| nemesis::run_variant(seed, variant)) {
         Ok(outcome) => {
             println!("seed {seed}: no violation; {outcome:?}");
             ExitCode::SUCCESS
