@@ -11,7 +11,9 @@
 # node leads; the other runs spread their connections over the three nodes. Server CPU is the
 # user + system time of the three server processes during the 1000-client write run. A second
 # raftkv cluster serves reads under leases (`--reads lease`, docs/DIVERGENCE.md): its rows
-# compare against the same etcd read runs. Installs etcd (Debian's etcd-server) and protoc (to
+# compare against the same etcd read runs. bench/fsync-probe.py measures, before and after
+# the rounds, what an fdatasync costs alone and three at once on the disk the nodes share:
+# the floor under the write rows. Installs etcd (Debian's etcd-server) and protoc (to
 # build etcd-load) with apt-get if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,6 +128,10 @@ run() {
            printf "%s %s %s %s %s %.3f\n", s, n, $7, $8, $10, cpu * 10000 / ($5 > 0 ? $5 : 1) }'
 }
 
+# The disk's floor under the write rows, on the file system the nodes write to; again after
+# the rounds, since the machine's speed drifts.
+DISK_BEFORE=$(bench/fsync-probe.py "$WORK")
+
 WORKLOADS=(
     "w1 put 1 1"
     "w64 put 64 8"
@@ -150,6 +156,8 @@ echo "medians of $ROUNDS rounds, ${RUN_SECONDS} s each (etcd $(etcd --version | 
 # and so most of the single-client rows (README).
 HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 if [ -r "$HALT_POLL" ]; then echo "guest halt polling: $(cat "$HALT_POLL") ns"; fi
+echo "before the rounds, $DISK_BEFORE"
+echo "after the rounds,  $(bench/fsync-probe.py "$WORK")"
 printf "%-48s %22s %22s %8s\n" "workload" "etcd" "raftkv" "ratio"
 label() {
     case $1 in
